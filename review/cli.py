@@ -15,7 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("backend.cli", "run the Label Studio ML backend HTTP service"),
     "train": ("cdnet.train.cli", "train (or resume training) the CDNet model"),
     "eval": ("cdnet.eval.cli", "NoC evaluation on GrabCut / Berkeley / a dataset folder"),
-    "export-onnx": ("cdnet.export", "export weights to ONNX and check them against torch"),
+    "export-onnx": ("cdnet.onnx_export", "export weights to ONNX and check them against torch"),
     "worker": ("review.worker", "run an RQ worker for pre-label / review / retrain jobs"),
     "prelabel": ("review.prelabel_cli", "pre-label a Label Studio project"),
     "review": ("review.review_cli", "rank a project's masks by predicted quality"),

@@ -1,0 +1,63 @@
+"""Run the network on one prepared input: torch eager or ONNX Runtime, same numbers out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple, Protocol
+
+import numpy as np
+import torch
+
+
+class NetOutput(NamedTuple):
+    probs: np.ndarray  # (H, W) float32 in the network frame
+    head_probs: np.ndarray  # (K, H/4, W/4)
+    quality: np.ndarray  # (2,) predicted IoU of [output, prior]
+
+
+class Runner(Protocol):
+    name: str
+
+    def __call__(self, image: np.ndarray, clicks: np.ndarray, prior: np.ndarray) -> NetOutput:
+        """image (H,W,3) uint8; clicks (2,H,W) float32; prior (H,W) float32."""
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return (1.0 / (1.0 + np.exp(-x))).astype(np.float32)
+
+
+def network_inputs(image: np.ndarray, clicks: np.ndarray, prior: np.ndarray):
+    """The three float32 NCHW arrays the network takes."""
+    img = np.ascontiguousarray(image.transpose(2, 0, 1)[None], dtype=np.float32)
+    return img, clicks[None].astype(np.float32), prior[None, None].astype(np.float32)
+
+
+class TorchRunner:
+    name = "torch"
+
+    def __init__(self, model: torch.nn.Module):
+        self.model = model.eval()
+
+    @torch.inference_mode()
+    def __call__(self, image, clicks, prior) -> NetOutput:
+        out = self.model(*(torch.from_numpy(a) for a in network_inputs(image, clicks, prior)))
+        return NetOutput(torch.sigmoid(out.logits)[0, 0].numpy(),
+                         torch.sigmoid(out.head_logits)[0].numpy(), out.quality[0].numpy())
+
+
+class OnnxRunner:
+    name = "onnx"
+
+    def __init__(self, path: Path, threads: int = 2):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+    def __call__(self, image, clicks, prior) -> NetOutput:
+        img, clk, pri = network_inputs(image, clicks, prior)
+        logits, heads, _, quality = self.session.run(
+            None, {"image": img, "clicks": clk, "prior": pri})
+        return NetOutput(_sigmoid(logits[0, 0]), _sigmoid(heads[0]), quality[0])

@@ -1,0 +1,107 @@
+"""The frame the network sees: a crop of the image resized to a multiple of 16.
+
+One `View` covers both test-time steps: the whole-image resize (first click) and the zoom-in
+around the object (later clicks). `transform_*` maps into the network frame, `inv_transform`
+maps predictions back, pasting them over the previous full-resolution map.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from cdnet.clicks import Click
+
+ZOOM_EXPAND = 1.4
+ZOOM_MIN_SIZE = 200
+
+
+def _multiple_of_16(n: float) -> int:
+    return max(16, int(round(n / 16)) * 16)
+
+
+@dataclass(frozen=True)
+class View:
+    y0: int
+    x0: int
+    y1: int
+    x1: int
+    out_h: int
+    out_w: int
+
+    @classmethod
+    def fit(cls, y0: int, x0: int, y1: int, x1: int, size: int) -> View:
+        """Crop (y0:y1, x0:x1) resized so its longer side is about `size` network pixels."""
+        h, w = y1 - y0, x1 - x0
+        s = size / max(h, w)
+        return cls(y0, x0, y1, x1, _multiple_of_16(h * s), _multiple_of_16(w * s))
+
+    @property
+    def scale(self) -> tuple[float, float]:
+        return self.out_h / (self.y1 - self.y0), self.out_w / (self.x1 - self.x0)
+
+    @property
+    def is_whole(self) -> bool:
+        return self.y0 == 0 and self.x0 == 0
+
+    def transform_image(self, rgb: np.ndarray) -> np.ndarray:
+        crop = rgb[self.y0 : self.y1, self.x0 : self.x1]
+        shrink = crop.shape[0] > self.out_h
+        interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+        return cv2.resize(crop, (self.out_w, self.out_h), interpolation=interp)
+
+    def transform_mask(self, mask: np.ndarray) -> np.ndarray:
+        crop = mask[self.y0 : self.y1, self.x0 : self.x1].astype(np.float32)
+        return cv2.resize(crop, (self.out_w, self.out_h), interpolation=cv2.INTER_AREA
+                          if crop.shape[0] > self.out_h else cv2.INTER_LINEAR)
+
+    def transform_clicks(self, clicks: Sequence[Click]) -> list[Click]:
+        sy, sx = self.scale
+        # pixel centres: full-res pixel i spans [i, i+1), its centre maps to (i + .5) * s - .5
+        return [Click((c.y - self.y0 + 0.5) * sy - 0.5, (c.x - self.x0 + 0.5) * sx - 0.5,
+                      c.positive) for c in clicks]
+
+    def inv_transform(self, probs: np.ndarray, previous: np.ndarray) -> np.ndarray:
+        """Network-frame probabilities pasted into a copy of the full-resolution `previous`."""
+        out = previous.astype(np.float32, copy=True)
+        h, w = self.y1 - self.y0, self.x1 - self.x0
+        out[self.y0 : self.y1, self.x0 : self.x1] = cv2.resize(
+            probs, (w, h), interpolation=cv2.INTER_LINEAR)
+        return out
+
+
+def whole_view(shape: tuple[int, int], size: int) -> View:
+    return View.fit(0, 0, shape[0], shape[1], size)
+
+
+def box_view(box: tuple[float, float, float, float], shape: tuple[int, int], size: int,
+             expand: float = ZOOM_EXPAND, min_size: int = ZOOM_MIN_SIZE) -> View:
+    """A view of `box` (y0, x0, y1, x1) expanded `expand` times, at least `min_size`, clamped."""
+    h, w = shape
+    y0, x0, y1, x1 = box
+    cy, cx = (y0 + y1) / 2, (x0 + x1) / 2
+    bh = min(h, max((y1 - y0) * expand, min_size))
+    bw = min(w, max((x1 - x0) * expand, min_size))
+    ny0 = int(np.clip(round(cy - bh / 2), 0, h - bh))
+    nx0 = int(np.clip(round(cx - bw / 2), 0, w - bw))
+    return View.fit(ny0, nx0, ny0 + int(round(bh)), nx0 + int(round(bw)), size)
+
+
+def zoom_view(mask: np.ndarray, clicks: Sequence[Click], size: int) -> View:
+    """RITM-style zoom-in: around the current mask and the positive clicks."""
+    ys, xs = [], []
+    rows, cols = np.any(mask, axis=1), np.any(mask, axis=0)
+    if rows.any():
+        r, c = np.flatnonzero(rows), np.flatnonzero(cols)
+        ys += [r[0], r[-1] + 1]
+        xs += [c[0], c[-1] + 1]
+    for c in clicks:
+        if c.positive:
+            ys += [c.y, c.y + 1]
+            xs += [c.x, c.x + 1]
+    if not ys:
+        return whole_view(mask.shape, size)
+    return box_view((min(ys), min(xs), max(ys), max(xs)), mask.shape, size)

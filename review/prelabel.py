@@ -1,0 +1,157 @@
+"""Pre-labelling a Label Studio project: planning (CLI side) and the batch job (worker side).
+
+Idempotence, so that a worker killed at any point loses nothing and the retried job writes no
+duplicate: right before computing, each task is re-read from Label Studio (the job needs its
+data anyway) and skipped if it already holds a prediction of the current model version. That
+covers a kill after LS accepted the bulk write but before the job finished. Label Studio is the
+record, not Redis: a Redis "done" set would go stale when someone deletes predictions in LS.
+One job owns its task ids, and RQ never runs the same job twice at once. Redis only holds the
+run's progress (a set of finished task ids, so a retried job does not count twice).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from cdnet.settings import Settings, load_settings
+from review import jobs
+from review.ls import (
+    ProjectConfig,
+    as_dict,
+    client_for,
+    fetch_image,
+    get_task,
+    list_tasks,
+    project_config,
+    task_image_url,
+)
+from review.masks import Source, brush_result, first_box, newest_mask
+from review.model import get_predictor
+
+log = logging.getLogger(__name__)
+
+
+def has_version(task: dict, model_version: str) -> bool:
+    return any(isinstance(p, dict) and p.get("model_version") == model_version
+               for p in task.get("predictions") or [])
+
+
+def choose_source(task: dict, cfg: ProjectConfig, model_version: str) -> Source:
+    """Existing mask, else box, else nothing (zero clicks): the order issue 6 asks for."""
+    found = newest_mask(task, skip_model_version=model_version)
+    if found is None:
+        found = first_box(task)
+    if found is None:
+        return Source("none", cfg.default_label)
+    label = found.label if found.label in cfg.labels else cfg.default_label
+    return Source(found.kind, label, found.mask, found.box, found.origin)
+
+
+def prelabel_task(predictor, image: np.ndarray, source: Source):
+    """The predictor's result for one task, from its source."""
+    if source.kind == "mask":
+        if source.mask.shape != image.shape[:2]:
+            raise ValueError(f"existing mask {source.mask.shape} does not match the image "
+                             f"{image.shape[:2]}")
+        return predictor.predict(image, prior_mask=source.mask)
+    if source.kind == "box":
+        h, w = image.shape[:2]
+        y0, x0, y1, x1 = source.box
+        box = (max(0.0, y0), max(0.0, x0), min(h - 1.0, y1), min(w - 1.0, x1))
+        return predictor.predict(image, box=box)
+    return predictor.predict(image)
+
+
+def prelabel_batch(project_id: int, task_ids: list[int], run_id: str | None = None) -> dict:
+    """RQ job: pre-label `task_ids` of `project_id` and write them in one bulk request."""
+    settings = load_settings()
+    conn = jobs.redis_conn(settings)
+    client = client_for(settings)
+    predictor = get_predictor(settings)
+    version = predictor.model_version
+    cfg = project_config(client, project_id)
+    started = time.time()
+    stats = {"written": 0, "skipped": 0, "failed": 0, "model_version": version}
+    pending: list[dict] = []
+    finished: list[int] = []
+    errors: dict[int, str] = {}
+    for i, task_id in enumerate(task_ids):
+        task_id = int(task_id)
+        task = get_task(client, task_id)
+        if has_version(task, version):
+            stats["skipped"] += 1
+            finished.append(task_id)
+        else:
+            try:
+                pending.append(_predict_one(predictor, client, settings, cfg, task, version))
+            except ValueError as exc:  # bad image / URL: report it, retrying would not help
+                log.warning("task %s: %s", task_id, exc)
+                errors[task_id] = str(exc)
+                stats["failed"] += 1
+                finished.append(task_id)
+        jobs.update_job_meta(i + 1, len(task_ids), started, run=run_id, model_version=version)
+    if pending:
+        _write(client, project_id, pending)
+        stats["written"] = len(pending)
+        finished += [p["task"] for p in pending]
+    client.projects.update(project_id, model_version=version)
+    jobs.mark_done(conn, run_id, finished)
+    if errors:
+        stats["errors"] = errors
+    return stats
+
+
+def _predict_one(predictor, client, settings: Settings, cfg: ProjectConfig, task: dict,
+                 version: str) -> dict:
+    image = fetch_image(task_image_url(task, cfg), settings, client)
+    source = choose_source(task, cfg, version)
+    result = prelabel_task(predictor, image, source)
+    score = float(result.quality)
+    return {"task": int(task["id"]), "model_version": version, "score": score,
+            "result": [brush_result(result.mask, cfg, source.label, score)]}
+
+
+def _write(client, project_id: int, predictions: list[dict]) -> None:
+    from label_studio_sdk.types import PredictionRequest
+
+    client.projects.import_predictions(
+        id=project_id, request=[PredictionRequest(**p) for p in predictions])
+
+
+# --- planning (CLI side) -----------------------------------------------------------------------
+
+
+def plan(settings: Settings, project_id: int, batch_size: int,
+         model_version: str | None = None) -> tuple[str, list[str], int]:
+    """List the project's tasks and enqueue one job per batch; returns (run id, job ids, total).
+
+    Tasks already holding a prediction of `model_version` are left out up front; the jobs check
+    again, since a worker may serve a newer version than the planner saw."""
+    if batch_size < 1:
+        raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    client = client_for(settings)
+    tasks = list_tasks(client, project_id)
+    todo = [int(t["id"]) for t in tasks
+            if not (model_version and has_version(t, model_version))]
+    conn = jobs.redis_conn(settings)
+    q = jobs.queue(settings, conn)
+    run_id = jobs.new_run(conn, "prelabel", project_id, len(todo))
+    job_ids = []
+    for start in range(0, len(todo), batch_size):
+        batch = todo[start:start + batch_size]
+        job = q.enqueue(prelabel_batch, project_id, batch, run_id,
+                        job_timeout=settings.job_timeout_seconds,
+                        retry=jobs.retry_policy(settings),
+                        meta={"run": run_id, "done": 0, "total": len(batch)},
+                        description=f"prelabel project {project_id} tasks {batch[0]}..{batch[-1]}")
+        job_ids.append(job.id)
+    jobs.set_run_jobs(conn, run_id, job_ids)
+    return run_id, job_ids, len(todo)
+
+
+def project_model_version(settings: Settings, project_id: int) -> str | None:
+    client = client_for(settings)
+    return as_dict(client.projects.get(project_id)).get("model_version") or None

@@ -1,0 +1,128 @@
+"""The model registry: promoted model versions on disk, and which one is serving.
+
+Layout under `settings.model_registry`:
+    versions/<version>/weights.pt      the fine-tuned weights
+    versions/<version>/metrics.json    what the retrain measured (candidate vs. previous)
+    current                            one line: the serving version's name
+
+Why a pointer file and not a symlink or env var: replacing one small file with os.replace is
+atomic on every filesystem we run on, and the backend and the workers only need to `stat` it
+(mtime) to notice a promotion and reload, without a restart. No `current` file means "serve the
+bundled weights".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+from cdnet.settings import REPO_ROOT, Settings
+
+WEIGHTS_NAME = "weights.pt"
+_VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def registry_root(settings: Settings) -> Path:
+    root = Path(settings.model_registry)
+    return root if root.is_absolute() else REPO_ROOT / root
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write via a temp file in the same directory, fsync, then os.replace."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: object) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def check_version(version: str) -> str:
+    if not _VERSION_RE.match(version or ""):
+        raise ValueError(f"bad model version name {version!r} (letters, digits, . _ - only)")
+    return version
+
+
+def version_dir(settings: Settings, version: str) -> Path:
+    return registry_root(settings) / "versions" / check_version(version)
+
+
+def pointer_path(settings: Settings) -> Path:
+    return registry_root(settings) / "current"
+
+
+def current_version(settings: Settings) -> str | None:
+    """The serving version's name, or None (bundled weights)."""
+    try:
+        name = pointer_path(settings).read_text().strip()
+    except FileNotFoundError:
+        return None
+    return name or None
+
+
+def current_weights_path(settings: Settings) -> Path | None:
+    """Weights of the serving version, or None for the bundled weights.
+
+    Pollers compare `pointer_mtime()` between calls and reload when it changes."""
+    version = current_version(settings)
+    if version is None:
+        return None
+    path = version_dir(settings, version) / WEIGHTS_NAME
+    if not path.is_file():
+        raise ValueError(f"model registry points to {version!r} but {path} does not exist")
+    return path
+
+
+def pointer_mtime(settings: Settings) -> float | None:
+    try:
+        return pointer_path(settings).stat().st_mtime_ns / 1e9
+    except FileNotFoundError:
+        return None
+
+
+def list_versions(settings: Settings) -> list[dict]:
+    """Every stored version with its metrics, oldest first."""
+    root = registry_root(settings) / "versions"
+    out = []
+    for d in sorted(root.iterdir() if root.is_dir() else [], key=lambda p: p.stat().st_mtime):
+        metrics_file = d / "metrics.json"
+        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+        out.append({"version": d.name, "weights": str(d / WEIGHTS_NAME), "metrics": metrics})
+    return out
+
+
+def store_version(settings: Settings, version: str, weights_file: Path, metrics: dict) -> Path:
+    """Move candidate weights into versions/<version>/ with their metrics (not yet serving)."""
+    target = version_dir(settings, version)
+    if target.exists():
+        raise ValueError(f"model version {version!r} already exists in the registry")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent.parent, prefix=f".staging-{version}."))
+    try:
+        shutil.move(str(weights_file), staging / WEIGHTS_NAME)
+        atomic_write_json(staging / "metrics.json", metrics)
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def promote(settings: Settings, version: str) -> None:
+    """Make `version` the serving one (atomic pointer replace)."""
+    if not (version_dir(settings, version) / WEIGHTS_NAME).is_file():
+        raise ValueError(f"cannot promote {version!r}: no weights in the registry")
+    atomic_write_bytes(pointer_path(settings), (version + "\n").encode())

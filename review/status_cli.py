@@ -1,0 +1,67 @@
+"""`clicksmith status ID`: progress of a run (from `clicksmith prelabel`) or of one RQ job."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from cdnet.settings import load_settings
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("id", help="a run id (printed by `clicksmith prelabel`) or an RQ job id")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+
+
+def describe(conn, ident: str) -> dict | None:
+    """Progress of a run, or state + meta of a single job; None when neither exists."""
+    from rq.exceptions import NoSuchJobError
+    from rq.job import Job
+
+    from review import jobs
+
+    progress = jobs.run_progress(conn, ident)
+    if progress is not None:
+        return progress.as_dict()
+    try:
+        job = Job.fetch(ident, connection=conn)
+    except NoSuchJobError:
+        return None
+    status = job.get_status()
+    out = {"job": job.id, "status": getattr(status, "value", status), "meta": job.meta,
+           "description": job.description}
+    if out["status"] == "finished":
+        out["result"] = job.return_value()
+    elif out["status"] == "failed":
+        out["error"] = (job.exc_info or "").strip().splitlines()[-1:]
+    return out
+
+
+def format_line(info: dict) -> str:
+    from review.jobs import format_eta
+
+    if "run" in info:
+        pct = 100.0 * info["done"] / info["total"] if info["total"] else 100.0
+        states = ", ".join(f"{n} {s}" for s, n in sorted(info["jobs"].items()))
+        return (f"{info['run']}: {info['done']}/{info['total']} tasks ({pct:.0f}%), "
+                f"ETA {format_eta(info['eta_s'])}, jobs: {states or 'none'}")
+    meta = info.get("meta") or {}
+    done = f" {meta['done']}/{meta['total']}" if "total" in meta else ""
+    return f"job {info['job']}: {info['status']}{done}"
+
+
+def run(args: argparse.Namespace) -> int:
+    from review import jobs
+
+    try:
+        conn = jobs.redis_conn(load_settings())
+    except ValueError as exc:
+        print(f"clicksmith status: {exc}", file=sys.stderr)
+        return 2
+    info = describe(conn, args.id)
+    if info is None:
+        print(f"clicksmith status: no run or job {args.id!r} in Redis", file=sys.stderr)
+        return 2
+    print(json.dumps(info, indent=2, default=str) if args.json else format_line(info))
+    return 0

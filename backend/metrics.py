@@ -1,0 +1,93 @@
+"""Prometheus text exposition, written by hand (no client library needed for a few series).
+
+Why per-endpoint latency histograms: the number that matters to annotators is the /predict round
+trip; buckets around 50-250 ms show whether clicking still feels instant. The numbers are per
+process: with several gunicorn workers each scrape sees the worker that answered it (the `pid`
+label tells them apart).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import defaultdict
+
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+def _labels(pairs: dict[str, str]) -> str:
+    def esc(v: str) -> str:
+        return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+    return "{" + ",".join(f'{k}="{esc(str(v))}"' for k, v in pairs.items()) + "}"
+
+
+class Metrics:
+    """Request counters, latency histograms per endpoint and free-form counters, thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.requests: dict[tuple[str, str, str], int] = defaultdict(int)
+        self.hist: dict[str, list[int]] = {}
+        self.hist_sum: dict[str, float] = defaultdict(float)
+        self.hist_count: dict[str, int] = defaultdict(int)
+        self.counters: dict[tuple[str, tuple[tuple[str, str], ...]], int] = defaultdict(int)
+
+    def observe(self, endpoint: str, method: str, status: int, seconds: float) -> None:
+        with self._lock:
+            self.requests[(endpoint, method, str(status))] += 1
+            counts = self.hist.setdefault(endpoint, [0] * len(BUCKETS))
+            for i, bound in enumerate(BUCKETS):
+                if seconds <= bound:
+                    counts[i] += 1
+            self.hist_sum[endpoint] += seconds
+            self.hist_count[endpoint] += 1
+
+    def inc(self, name: str, amount: int = 1, **labels: str) -> None:
+        with self._lock:
+            self.counters[(name, tuple(sorted(labels.items())))] += amount
+
+    def render(self, model_version: str, model_state: str, extra: dict[str, float]) -> str:
+        pid = str(os.getpid())
+        lines = [
+            "# HELP clicksmith_requests_total HTTP requests answered, by endpoint and status.",
+            "# TYPE clicksmith_requests_total counter",
+        ]
+        with self._lock:
+            for (endpoint, method, status), n in sorted(self.requests.items()):
+                labels = _labels(
+                    {"endpoint": endpoint, "method": method, "status": status, "pid": pid}
+                )
+                lines.append(f"clicksmith_requests_total{labels} {n}")
+            lines += [
+                "# HELP clicksmith_request_duration_seconds Time to answer, by endpoint.",
+                "# TYPE clicksmith_request_duration_seconds histogram",
+            ]
+            for endpoint, counts in sorted(self.hist.items()):
+                for bound, n in zip(BUCKETS, counts, strict=True):
+                    labels = _labels({"endpoint": endpoint, "le": repr(bound), "pid": pid})
+                    lines.append(f"clicksmith_request_duration_seconds_bucket{labels} {n}")
+                total = self.hist_count[endpoint]
+                labels = _labels({"endpoint": endpoint, "le": "+Inf", "pid": pid})
+                lines.append(f"clicksmith_request_duration_seconds_bucket{labels} {total}")
+                base = _labels({"endpoint": endpoint, "pid": pid})
+                lines.append(
+                    f"clicksmith_request_duration_seconds_sum{base} {self.hist_sum[endpoint]:.6f}"
+                )
+                lines.append(f"clicksmith_request_duration_seconds_count{base} {total}")
+            names = sorted({name for name, _ in self.counters})
+            for name in names:
+                lines.append(f"# TYPE clicksmith_{name}_total counter")
+                for (n, labels), value in sorted(self.counters.items()):
+                    if n == name:
+                        pairs = dict(labels) | {"pid": pid}
+                        lines.append(f"clicksmith_{name}_total{_labels(pairs)} {value}")
+        lines += [
+            "# HELP clicksmith_model_info The loaded model version and its loading state.",
+            "# TYPE clicksmith_model_info gauge",
+            f"clicksmith_model_info{_labels({'model_version': model_version, 'state': model_state, 'pid': pid})} 1",  # noqa: E501
+        ]
+        for name, value in sorted(extra.items()):
+            lines.append(f"# TYPE clicksmith_{name} gauge")
+            lines.append(f"clicksmith_{name}{_labels({'pid': pid})} {value}")
+        return "\n".join(lines) + "\n"

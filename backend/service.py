@@ -1,0 +1,186 @@
+"""The /predict work: a Label Studio request in, one prediction per task out.
+
+Why a class holding the per-process parts (model, image cache, sessions, metrics): the app
+factory builds one per app, so tests and gunicorn workers never share hidden globals.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+import uuid
+from typing import Any
+
+from backend.engine import Engine, Outcome, find_seed
+from backend.errors import ApiError
+from backend.images import CachedImage, ImageCache, ImageFetcher
+from backend.labeling import ConfigError, ImageTarget, ProjectConfig, parse_config
+from backend.masks import mask_to_polygons, mask_to_rle
+from backend.metrics import Metrics
+from backend.model import ModelHolder
+from backend.prompts import Prompt, parse_context
+from backend.sessions import MemorySessionStore, RedisSessionStore, session_key
+from cdnet.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PREDICT_MODEL_WAIT_S = 60.0
+
+
+class Backend:
+    """Everything one app instance needs to answer Label Studio."""
+
+    def __init__(self, settings: Settings, model: ModelHolder) -> None:
+        self.settings = settings
+        self.model = model
+        self.metrics = Metrics()
+        self.images = ImageCache(settings.image_cache_size)
+        self._download_dir = tempfile.TemporaryDirectory(prefix="clicksmith-images-")
+        self.fetcher = ImageFetcher(
+            settings.label_studio_url,
+            settings.label_studio_api_key,
+            settings.allowed_image_hosts,
+            settings.max_image_pixels,
+            self._download_dir.name,
+        )
+        if settings.redis_url:
+            self.sessions: Any = RedisSessionStore(settings.redis_url, settings.session_ttl_seconds)
+        else:
+            self.sessions = MemorySessionStore(
+                settings.session_cache_size, settings.session_ttl_seconds
+            )
+        # torch runs one inference at a time per process; with the threaded dev server this
+        # keeps two requests from fighting over the same CPU threads
+        self.predict_lock = threading.Lock()
+
+    # --- /setup -----------------------------------------------------------------------
+    def setup(self, body: dict) -> dict:
+        schema = body.get("schema")
+        if schema is None:
+            raise ApiError(400, "the /setup body has no 'schema' (the labeling config)")
+        config = self.config(schema)
+        predictor = self.model.get(timeout=2.5)
+        return {
+            "model_version": predictor.model_version,
+            "images": sorted(config.targets),
+        }
+
+    @staticmethod
+    def config(xml: object) -> ProjectConfig:
+        try:
+            return parse_config(xml)  # type: ignore[arg-type]
+        except ConfigError as exc:
+            raise ApiError(400, str(exc)) from None
+
+    # --- /predict ---------------------------------------------------------------------
+    def predict(self, body: dict) -> dict:
+        tasks = body.get("tasks")
+        if not isinstance(tasks, list) or not all(isinstance(t, dict) for t in tasks):
+            raise ApiError(400, "the /predict body needs 'tasks': a list of task objects")
+        config = self.config(body.get("label_config"))
+        params = body.get("params") or {}
+        if not isinstance(params, dict):
+            raise ApiError(400, "'params' must be an object")
+        prompts = parse_context(params.get("context"), config)
+        if not prompts:
+            # Retrieve-predictions without clicks: nothing to segment. An empty list makes Label
+            # Studio store nothing, so tasks stay available for `clicksmith prelabel`.
+            return {"results": []}
+        if len(tasks) != 1:
+            raise ApiError(400, f"an interactive request must hold one task, got {len(tasks)}")
+        task = tasks[0]
+        predictor = self.model.get(timeout=PREDICT_MODEL_WAIT_S)
+        project = str(body.get("project") or task.get("project") or "none")
+        items: list[dict] = []
+        qualities: list[float] = []
+        for prompt in prompts:
+            outcome, image = self._run_prompt(predictor, project, task, prompt)
+            qualities.append(outcome.quality)
+            items += self._result_items(prompt, outcome, image)
+            self.metrics.inc("interactions", kind=outcome.kind)
+            self.metrics.inc("clicks_run", outcome.clicks_run)
+        score = float(min(qualities))
+        return {
+            "results": [
+                {"result": items, "score": score, "model_version": predictor.model_version}
+            ]
+        }
+
+    def _image(self, predictor: Any, task: dict, target: ImageTarget) -> tuple[str, CachedImage]:
+        data = task.get("data")
+        url = data.get(target.value_key) if isinstance(data, dict) else None
+        if not isinstance(url, str) or not url:
+            raise ApiError(400, f"task data has no image URL in field {target.value_key!r}")
+        task_id = task.get("id") if isinstance(task.get("id"), int) else None
+
+        def build() -> CachedImage:
+            rgb = self.fetcher.load(url, task_id)
+            with self.predict_lock:
+                prepared = predictor.prepare(rgb)
+            return CachedImage(prepared, rgb.shape[0], rgb.shape[1])
+
+        return url, self.images.get(url, build)
+
+    def _run_prompt(
+        self, predictor: Any, project: str, task: dict, prompt: Prompt
+    ) -> tuple[Outcome, CachedImage]:
+        url, image = self._image(predictor, task, prompt.target)
+        shape = (image.height, image.width)
+        key = session_key(project, task.get("id"), prompt.target.name, prompt.brush.name,
+                          prompt.label)
+        with self.sessions.lock(key):
+            record = self.sessions.get(key)
+            seed = None
+            if record is None or record.image != url:
+                seed = find_seed(task, prompt, image.height, image.width)
+            try:
+                with self.predict_lock:
+                    outcome, record = Engine(predictor).run(
+                        image.prepared, url, shape, prompt, record, seed
+                    )
+            except ValueError as exc:  # the predictor's own checks (box, click, shapes)
+                raise ApiError(400, str(exc)) from None
+            self.sessions.put(key, record)
+        return outcome, image
+
+    @staticmethod
+    def _result_items(prompt: Prompt, outcome: Outcome, image: CachedImage) -> list[dict]:
+        common = {
+            "to_name": prompt.target.name,
+            "original_width": image.width,
+            "original_height": image.height,
+            "image_rotation": 0,
+            "score": outcome.quality,
+            "readonly": False,
+        }
+        items = [
+            {
+                "id": uuid.uuid4().hex[:10],
+                "from_name": prompt.brush.name,
+                "type": "brushlabels",
+                "value": {
+                    "format": "rle",
+                    "rle": mask_to_rle(outcome.mask),
+                    "brushlabels": [prompt.label],
+                },
+                **common,
+            }
+        ]
+        polygon = prompt.target.polygon_for(prompt.label)
+        if polygon is not None:
+            for points in mask_to_polygons(outcome.mask):
+                items.append(
+                    {
+                        "id": uuid.uuid4().hex[:10],
+                        "from_name": polygon.name,
+                        "type": "polygonlabels",
+                        "value": {
+                            "points": points,
+                            "closed": True,
+                            "polygonlabels": [prompt.label],
+                        },
+                        **common,
+                    }
+                )
+        return items

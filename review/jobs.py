@@ -109,10 +109,10 @@ def run_progress(conn, run_id: str) -> Progress | None:
     states: dict[str, int] = {}
     for job_id in json.loads(info.get("jobs", "[]")):
         try:
-            state = str(Job.fetch(job_id, connection=conn).get_status(refresh=False) or "unknown")
+            status = Job.fetch(job_id, connection=conn).get_status(refresh=False)
+            state = str(getattr(status, "value", status) or "unknown")
         except NoSuchJobError:
             state = "expired"
-        state = getattr(state, "value", state)
         states[state] = states.get(state, 0) + 1
     return Progress(run_id, int(info["project"]), int(conn.scard(run_done_key(run_id))),
                     int(info["total"]), time.time() - float(info["started_at"]), states)

@@ -179,3 +179,11 @@ def task_image_url(task: dict, cfg: ProjectConfig) -> str:
     if not url:
         raise ValueError(f"task {task.get('id')} has no data[{cfg.image_key!r}] image")
     return url
+
+
+def describe_error(exc: Exception) -> str:
+    """A one-line reason for the CLI: SDK ApiErrors otherwise print every response header."""
+    status = getattr(exc, "status_code", None)
+    if status is not None:
+        return f"Label Studio answered HTTP {status}: {getattr(exc, 'body', '')}"
+    return str(exc)

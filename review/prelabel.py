@@ -133,6 +133,7 @@ def plan(settings: Settings, project_id: int, batch_size: int,
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
     client = client_for(settings)
+    project_config(client, project_id)  # the project exists and has a brush to write
     tasks = list_tasks(client, project_id)
     todo = [int(t["id"]) for t in tasks
             if not (model_version and has_version(t, model_version))]

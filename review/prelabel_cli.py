@@ -19,17 +19,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from label_studio_sdk.core.api_error import ApiError
+
     from review import jobs
+    from review.ls import describe_error
     from review.model import get_predictor
     from review.prelabel import plan
 
     settings = load_settings()
-    batch = args.batch_size or settings.prelabel_batch_size
+    batch = settings.prelabel_batch_size if args.batch_size is None else args.batch_size
     try:
+        if batch < 1:
+            raise ValueError(f"batch size must be >= 1, got {batch}")
         version = get_predictor(settings).model_version
         run_id, job_ids, total = plan(settings, args.project, batch, model_version=version)
-    except ValueError as exc:
-        print(f"clicksmith prelabel: {exc}", file=sys.stderr)
+    except (ValueError, ApiError) as exc:
+        print(f"clicksmith prelabel: {describe_error(exc)}", file=sys.stderr)
         return 2
     print(f"run {run_id}: {total} task(s) to pre-label with {version} in {len(job_ids)} job(s)")
     print(f"follow it with: clicksmith status {run_id}")

@@ -1,0 +1,132 @@
+"""Pre-labelling through real RQ workers, real Redis and a recording Label Studio stand-in."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from review.cli import main as cli
+from review.masks import decode_brush
+from tests.review.conftest import wait_until
+
+
+def _run_prelabel(capsys, project: int, batch: int) -> str:
+    assert cli(["prelabel", "--project", str(project), "--batch-size", str(batch)]) == 0
+    out = capsys.readouterr().out
+    return out.split()[1].rstrip(":")  # "run <id>: ..."
+
+
+def test_prelabel_20_tasks_with_two_workers(fake_ls, env, workers, capsys):
+    fake_ls.add_project(7, 20)
+    # task 3 holds a box, task 4 an annotated brush mask: they must be used as sources.
+    fake_ls.tasks[3]["annotations"] = [{"id": 30, "created_at": "2026-01-02T00:00:00Z", "result": [
+        {"type": "rectanglelabels", "original_width": 96, "original_height": 96,
+         "value": {"x": 10, "y": 20, "width": 30, "height": 40, "rectanglelabels": ["Object"]}}]}]
+    prior = np.zeros((96, 96), bool)
+    prior[30:70, 25:60] = True
+    from review.ls import parse_config
+    from review.masks import brush_result
+    from tests.review.lsfake import LABEL_CONFIG
+
+    item = brush_result(prior, parse_config(LABEL_CONFIG), "Object", 1.0)
+    fake_ls.tasks[4]["annotations"] = [{"id": 40, "created_at": "2026-01-02T00:00:00Z",
+                                        "result": [item]}]
+
+    run_id = _run_prelabel(capsys, 7, batch=6)
+    procs = [workers.start(), workers.start()]
+    for p in procs:
+        workers.wait(p)
+        assert p.returncode == 0
+
+    assert sorted(p["task"] for p in fake_ls.predictions) == list(range(1, 21))
+    versions = {p["model_version"] for p in fake_ls.predictions}
+    assert len(versions) == 1
+    version = versions.pop()
+    assert fake_ls.projects[7]["model_version"] == version
+    # bulk writes: one import per job (4 jobs of <= 6 tasks), never one per task
+    imports = [c for c in fake_ls.calls if c[1] == "/api/projects/7/import/predictions"]
+    assert len(imports) == 4
+    for p in fake_ls.predictions:
+        (res,) = p["result"]
+        mask = decode_brush(res)
+        assert mask.shape == (96, 96)
+        assert 0.0 <= p["score"] <= 1.0 and res["value"]["brushlabels"] == ["Object"]
+    box_mask = decode_brush(fake_ls.predictions_of(3)[0]["result"][0])
+    assert not box_mask[:, 45:].any() and not box_mask[:18].any()  # limited to the box
+    refined = decode_brush(fake_ls.predictions_of(4)[0]["result"][0])
+    assert (refined == prior).mean() > 0.95  # no clicks: the existing mask, re-scored
+
+    assert cli(["status", run_id]) == 0
+    line = capsys.readouterr().out
+    assert "20/20 tasks (100%)" in line and "4 finished" in line
+
+    # a second run skips every task: same version already there, nothing written
+    _run_prelabel(capsys, 7, batch=6)
+    assert len(fake_ls.predictions) == 20
+    assert workers.wait(workers.start()) is not None
+    assert len(fake_ls.predictions) == 20
+
+
+def test_worker_killed_mid_job_retry_writes_no_duplicates(fake_ls, env, workers, capsys):
+    from redis import Redis
+    from rq import Queue
+    from rq.job import Job
+    from rq.registry import ScheduledJobRegistry, StartedJobRegistry
+
+    fake_ls.add_project(9, 8)
+    fake_ls.stall_next_import = threading.Event()
+    fake_ls.stall_next_import.set()
+    run_id = _run_prelabel(capsys, 9, batch=8)
+    proc = workers.start(burst=False)
+    # LS has stored the batch, the worker waits for the answer: kill it right there.
+    assert fake_ls.import_stored.wait(180), "the worker never wrote its batch"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    fake_ls.release_import.set()
+    assert len(fake_ls.predictions) == 8
+
+    conn = Redis.from_url(env["REDIS_URL"])
+    queue = Queue(env["QUEUE_NAME"], connection=conn)
+    registry = StartedJobRegistry(queue=queue)
+    assert len(registry.get_job_ids()) == 1  # abandoned, still "started"
+    # RQ's maintenance retries it once its heartbeat has expired (>= 60 s); move the clock.
+    registry.cleanup(timestamp=time.time() + 3600)
+    scheduled = ScheduledJobRegistry(queue=queue)
+    (job_id,) = scheduled.get_job_ids()  # retried after the Retry interval (5 s)
+    wait_until(lambda: scheduled.get_scheduled_time(job_id).timestamp() < time.time(), 30,
+               what="the retry to become due")
+    out = workers.wait(workers.start())
+    assert "Job OK" in out or "Successfully completed" in out, out
+    assert sorted(p["task"] for p in fake_ls.predictions) == list(range(1, 9))  # no duplicates
+    result = Job.fetch(job_id, connection=conn).return_value()
+    assert result["written"] == 0 and result["skipped"] == 8  # LS already held the batch
+    assert cli(["status", run_id]) == 0
+    assert "8/8 tasks" in capsys.readouterr().out
+
+
+def test_prelabel_bad_input_exits_2(env, capsys):
+    assert cli(["prelabel", "--project", "5", "--batch-size", "0"]) == 2
+    assert "batch size" in capsys.readouterr().err
+    assert cli(["status", "no-such-run"]) == 2
+
+
+@pytest.mark.parametrize("url,ok", [
+    ("/data/upload/1/a.png", True),
+    ("http://evil.example.com/a.png", False),
+    ("file:///etc/passwd", False),
+])
+def test_image_host_rule(env, url, ok):
+    from cdnet.settings import load_settings
+    from review.ls import resolve_image_url
+
+    if ok:
+        full, on_ls = resolve_image_url(url, load_settings())
+        assert on_ls and full.startswith(env["LABEL_STUDIO_URL"])
+    else:
+        with pytest.raises(ValueError):
+            resolve_image_url(url, load_settings())

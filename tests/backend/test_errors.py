@@ -1,0 +1,165 @@
+"""Every bad input gets a 4xx JSON answer with a reason, never a 500 or an HTML traceback."""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+import pytest
+
+from tests.backend.ls import LABEL_CONFIG, brush, keypoint, predict_body, rectangle
+
+H, W = 72, 96
+
+
+def refused(response, status: int, *words: str) -> str:
+    assert response.status_code == status, (response.status_code, response.data[:300])
+    assert response.is_json, response.data[:300]
+    message = response.json["error"]
+    assert response.json["status"] == status
+    assert "Traceback" not in response.get_data(as_text=True)
+    for word in words:
+        assert word.lower() in message.lower(), message
+    return message
+
+
+def test_malformed_json(client):
+    r = client.post("/predict", data=b"{not json", content_type="application/json")
+    refused(r, 400, "not valid JSON")
+    refused(client.post("/setup", data=b"[1, 2]", content_type="application/json"), 400,
+            "JSON object")
+    refused(client.post("/webhook", data=b"", content_type="application/json"), 400)
+
+
+def test_predict_without_tasks(client):
+    refused(client.post("/predict", json={"label_config": LABEL_CONFIG}), 400, "tasks")
+
+
+def test_setup_names_what_the_config_lacks(client):
+    no_brush = '<View><Image name="image" value="$image"/><KeyPointLabels name="kp" ' \
+               'toName="image"><Label value="A"/></KeyPointLabels></View>'
+    refused(client.post("/setup", json={"project": "1.1", "schema": no_brush}), 400,
+            "BrushLabels")
+    no_prompt = '<View><Image name="image" value="$image"/><BrushLabels name="b" ' \
+                'toName="image"><Label value="A"/></BrushLabels></View>'
+    refused(client.post("/setup", json={"project": "1.1", "schema": no_prompt}), 400,
+            "KeyPointLabels")
+    refused(client.post("/setup", json={"project": "1.1", "schema": "<View><Image"}), 400,
+            "not valid XML")
+    refused(client.post("/setup", json={"project": "1.1"}), 400, "schema")
+    no_image = '<View><Text name="t" value="$t"/></View>'
+    refused(client.post("/setup", json={"schema": no_image}), 400, "Image")
+
+
+def test_unknown_label_and_control(client, disk):
+    path, _ = disk
+    body = predict_body(path, [keypoint(50, 50, W, H, label="Giraffe")])
+    refused(client.post("/predict", json=body), 400, "Giraffe")
+    body = predict_body(path, [keypoint(50, 50, W, H, from_name="nope")])
+    refused(client.post("/predict", json=body), 400, "nope")
+
+
+@pytest.mark.parametrize("x,y", [(120.0, 50.0), (50.0, -3.0), ("a", 50.0), (None, 10.0)])
+def test_click_outside_the_image(client, disk, x, y):
+    path, _ = disk
+    item = keypoint(50, 50, W, H)
+    item["value"]["x"], item["value"]["y"] = x, y
+    refused(client.post("/predict", json=predict_body(path, [item])), 400)
+
+
+def test_bad_box_and_stroke(client, disk):
+    path, _ = disk
+    refused(client.post("/predict", json=predict_body(path, [rectangle(90, 10, 30, 20, W, H)])),
+            400, "rectangle")
+    small = brush(np.ones((10, 10), bool))
+    refused(client.post("/predict", json=predict_body(path, [small])), 400, "10x10")
+    broken = brush(np.ones((H, W), bool))
+    broken["value"]["rle"] = [1, 2, 3]
+    refused(client.post("/predict", json=predict_body(path, [broken])), 400, "RLE")
+    rotated = keypoint(50, 50, W, H)
+    rotated["image_rotation"] = 90
+    refused(client.post("/predict", json=predict_body(path, [rotated])), 400, "rotat")
+
+
+def test_missing_unreadable_and_refused_images(client, tmp_path):
+    ctx = [keypoint(50, 50, W, H)]
+    refused(client.post("/predict", json=predict_body(str(tmp_path / "gone.png"), ctx)), 400,
+            "gone.png")
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"this is not a png")
+    refused(client.post("/predict", json=predict_body(str(junk), ctx)), 400, "not a readable")
+    refused(client.post("/predict", json=predict_body("http://169.254.169.254/x.png", ctx)), 400,
+            "refusing", "169.254.169.254")
+    refused(client.post("/predict", json=predict_body("/data/upload/1/a.png", ctx)), 400,
+            "LABEL_STUDIO_URL")
+    body = predict_body("x", ctx)
+    body["tasks"][0]["data"] = {"other": "x"}
+    refused(client.post("/predict", json=body), 400, "image")
+
+
+def test_image_over_the_pixel_limit(make_app, disk):
+    path, _ = disk
+    client = make_app(max_image_pixels=1000).test_client()
+    refused(client.post("/predict", json=predict_body(path, [keypoint(50, 50, W, H)])), 413,
+            "6912", "limit")
+
+
+def test_body_over_the_size_limit(make_app, disk):
+    path, _ = disk
+    client = make_app(max_request_bytes=2000).test_client()
+    body = predict_body(path, [keypoint(50, 50, W, H)])
+    body["tasks"][0]["annotations"] = [{"result": [brush(np.eye(H, W, dtype=bool))] * 10}]
+    refused(client.post("/predict", json=body), 413, "2000")
+
+
+def test_basic_auth_on_setup_and_predict_only(make_app, disk):
+    path, _ = disk
+    client = make_app(basic_auth_user="ls", basic_auth_pass="s3cret").test_client()
+    body = predict_body(path, [keypoint(50, 50, W, H)])
+    r = refused(client.post("/predict", json=body), 401, "basic auth")
+    assert r
+    bad = {"Authorization": "Basic " + base64.b64encode(b"ls:wrong").decode()}
+    refused(client.post("/setup", json={"schema": LABEL_CONFIG}, headers=bad), 401, "wrong")
+    good = {"Authorization": "Basic " + base64.b64encode(b"ls:s3cret").decode()}
+    assert client.post("/setup", json={"schema": LABEL_CONFIG}, headers=good).status_code == 200
+    assert client.post("/predict", json=body, headers=good).status_code == 200
+    assert client.get("/health").status_code == 200  # stays open for Label Studio's check
+
+
+def test_webhook_secret(make_app):
+    client = make_app(webhook_secret="hush").test_client()
+    body = {"action": "PROJECT_UPDATED", "project": {"id": 1}}
+    refused(client.post("/webhook", json=body), 401, "X-Clicksmith-Secret")
+    refused(client.post("/webhook", json=body, headers={"X-Clicksmith-Secret": "no"}), 401)
+    ok = client.post("/webhook", json=body, headers={"X-Clicksmith-Secret": "hush"})
+    assert ok.status_code == 200
+
+
+def test_unknown_route_and_method(client):
+    refused(client.get("/nothing-here"), 404)
+    refused(client.get("/predict"), 405)
+    refused(client.get("/versions"), 404, "versions")
+
+
+def test_interactive_request_with_several_tasks(client, disk):
+    path, _ = disk
+    body = predict_body(path, [keypoint(50, 50, W, H)])
+    body["tasks"] = body["tasks"] * 2
+    refused(client.post("/predict", json=body), 400, "one task")
+
+
+def test_model_that_failed_to_load_answers_503(disk):
+    from backend.app import create_app
+    from cdnet.settings import load_settings
+
+    def broken(settings):
+        raise FileNotFoundError("weights.pt is missing")
+
+    app = create_app(load_settings(env={}), predictor_loader=broken)
+    assert app.extensions["clicksmith"].model.wait(10)
+    client = app.test_client()
+    health = client.get("/health").json
+    assert health["status"] == "UP" and health["model_state"] == "error"
+    assert "weights.pt" in health["model_error"]
+    refused(client.post("/predict", json=predict_body(disk[0], [keypoint(50, 50, W, H)])), 503,
+            "could not be loaded")

@@ -247,3 +247,23 @@ def test_batch_retrieve_predictions_stores_nothing(client, disk):
     path, _ = disk
     r = client.post("/predict", json=predict_body(path, None))
     assert r.status_code == 200 and r.json == {"results": []}
+
+
+def test_click_on_a_grabcut_photo(client, predictor):
+    from tests.backend.ls import SHARED
+
+    folder = SHARED / "datasets" / "grabcut"
+    if not folder.is_dir():
+        pytest.skip(f"GrabCut dataset not found at {folder} (needs ../shared)")
+    import cv2
+
+    image_path = sorted((folder / "images").iterdir())[0]
+    gt = cv2.imread(str(folder / "masks" / f"{image_path.stem}.png"), cv2.IMREAD_GRAYSCALE) > 127
+    img = cv2.cvtColor(cv2.imread(str(image_path)), cv2.COLOR_BGR2RGB)
+    h, w = gt.shape
+    ys, xs = np.nonzero(gt)
+    y, x = float(np.median(ys)), float(np.median(xs))
+    ctx = [keypoint(100 * x / w, 100 * y / h, w, h)]
+    _, mask = answer(client, predict_body(str(image_path), ctx))
+    assert mask.shape == (h, w)
+    assert np.array_equal(mask, predictor.predict(img, [Click(y, x)]).mask)

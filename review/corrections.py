@@ -1,0 +1,237 @@
+"""Corrections: annotated brush masks collected from Label Studio webhooks as training examples.
+
+One folder per project under CORRECTIONS_ROOT, in the same layout as the evaluation datasets so
+the fine-tuning and evaluation code read it unchanged:
+    <root>/<project>/images/t<task>.png
+    <root>/<project>/masks/t<task>_<annotation><kk>.png    (kk: region index, two digits)
+    <root>/<project>/manifest.jsonl                         one row per mask, sorted by key
+
+Every file is written atomically (temp + os.replace) and only when its bytes change, under a
+per-project file lock, so an update replaces the example, a deletion removes it, and replaying
+an event — LS sends no retries, but our queue may run a job twice — changes nothing. An event
+older than what is stored (by `updated_at`) is ignored, so an out-of-order replay cannot revert.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+from contextlib import contextmanager
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from cdnet.settings import REPO_ROOT, Settings, load_settings
+from review.ls import (
+    ProjectConfig,
+    as_dict,
+    client_for,
+    fetch_image,
+    parse_config,
+    project_config,
+    task_image_url,
+)
+from review.masks import brush_regions, iou
+from review.registry import atomic_write_bytes
+
+log = logging.getLogger(__name__)
+HANDLED = {"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED",
+           "ANNOTATIONS_DELETED"}
+
+
+def corrections_root(settings: Settings) -> Path:
+    root = Path(settings.corrections_root)
+    return root if root.is_absolute() else REPO_ROOT / root
+
+
+def project_dir(settings: Settings, project_id: int) -> Path:
+    return corrections_root(settings) / str(int(project_id))
+
+
+# --- manifest -----------------------------------------------------------------------------------
+
+
+def read_manifest(folder: Path) -> dict[str, dict]:
+    path = folder / "manifest.jsonl"
+    if not path.is_file():
+        return {}
+    rows = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
+    return {row["key"]: row for row in rows}
+
+
+def _manifest_bytes(rows: dict[str, dict]) -> bytes:
+    return "".join(json.dumps(rows[k], sort_keys=True) + "\n" for k in sorted(rows)).encode()
+
+
+def _write_if_changed(path: Path, data: bytes) -> bool:
+    if path.is_file() and path.read_bytes() == data:
+        return False
+    atomic_write_bytes(path, data)
+    return True
+
+
+def _png(array: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".png", array)
+    if not ok:
+        raise ValueError("could not encode PNG")
+    return buf.tobytes()
+
+
+@contextmanager
+def _locked(folder: Path):
+    """One writer per project folder at a time (workers on one host or a shared filesystem)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+# --- the job ------------------------------------------------------------------------------------
+
+
+def handle_event(payload: dict) -> dict:
+    """RQ job for a Label Studio webhook payload; returns what changed (for logs and tests)."""
+    if not isinstance(payload, dict) or "action" not in payload:
+        raise ValueError("webhook payload must be a JSON object with an 'action'")
+    action = payload["action"]
+    if action not in HANDLED:
+        return {"action": action, "ignored": True}
+    settings = load_settings()
+    if action == "ANNOTATIONS_DELETED":
+        ids = [int(a["id"] if isinstance(a, dict) else a)
+               for a in payload.get("annotations") or payload.get("annotation") or []]
+        project = _project_id(payload)
+        return {"action": action, "removed": remove_annotations(settings, ids, project)}
+    annotations = payload.get("annotation")
+    tasks = payload.get("task")
+    if isinstance(annotations, dict):
+        annotations, tasks = [annotations], [tasks] if isinstance(tasks, dict) else []
+    by_id = {int(t["id"]): t for t in tasks or [] if isinstance(t, dict) and "id" in t}
+    changed = 0
+    stored = 0
+    for ann in annotations or []:
+        task = by_id.get(int(ann.get("task") or 0))
+        project = _project_id(payload) or ann.get("project") or (task or {}).get("project")
+        if project is None:
+            raise ValueError(f"annotation {ann.get('id')}: the payload names no project")
+        n, c = store_annotation(settings, int(project), ann, task, payload.get("project"))
+        stored += n
+        changed += c
+    return {"action": action, "stored": stored, "files_changed": changed}
+
+
+def _project_id(payload: dict) -> int | None:
+    project = payload.get("project")
+    if isinstance(project, dict):
+        return int(project["id"]) if "id" in project else None
+    return int(project) if project is not None else None
+
+
+def store_annotation(settings: Settings, project_id: int, ann: dict, task: dict | None,
+                     project: dict | None = None, client=None) -> tuple[int, int]:
+    """Store (or replace, or drop) the brush masks of one annotation. -> (masks, files changed)."""
+    ann_id, task_id = int(ann["id"]), int(ann["task"])
+    folder = project_dir(settings, project_id)
+    regions = [] if ann.get("was_cancelled") else brush_regions(ann.get("result") or [])
+    stamp = str(ann.get("updated_at") or ann.get("created_at") or "")
+    with _locked(folder):
+        rows = read_manifest(folder)
+        mine = {k: r for k, r in rows.items() if r["annotation"] == ann_id}
+        if mine and stamp and any(r.get("updated_at", "") > stamp for r in mine.values()):
+            log.info("annotation %s: ignoring an event older than the stored one", ann_id)
+            return len(mine), 0
+        changed = 0
+        new_rows: dict[str, dict] = {}
+        if regions:
+            client = client or client_for(settings)
+            cfg = _config(client, project_id, project)
+            image_path = folder / "images" / f"t{task_id}.png"
+            if not image_path.is_file():
+                task = task if task and task.get("data") else as_dict(client.tasks.get(task_id))
+                image = fetch_image(task_image_url(task, cfg), settings, client)
+                changed += _write_if_changed(image_path, _png(image[:, :, ::-1]))
+            prediction = _prelabel_prediction(client, ann, task_id)
+            pred_regions = dict(brush_regions(prediction.get("result") or [])) if prediction else {}
+            for k, (label, mask) in enumerate(regions):
+                key = f"t{task_id}_{ann_id}{k:02d}"
+                pmask = pred_regions.get(label)
+                if pmask is None and len(pred_regions) == 1:
+                    pmask = next(iter(pred_regions.values()))
+                new_rows[key] = {
+                    "key": key, "task": task_id, "annotation": ann_id, "label": label,
+                    "image": f"images/t{task_id}.png", "mask": f"masks/{key}.png",
+                    "model_version": (prediction or {}).get("model_version"),
+                    "prediction": (prediction or {}).get("id"),
+                    "iou": None if pmask is None or pmask.shape != mask.shape
+                    else round(iou(pmask, mask), 6),
+                    "updated_at": stamp,
+                }
+                changed += _write_if_changed(folder / "masks" / f"{key}.png",
+                                             _png(np.where(mask, 255, 0).astype(np.uint8)))
+        for key in set(mine) - set(new_rows):
+            (folder / mine[key]["mask"]).unlink(missing_ok=True)
+            changed += 1
+        rows = {k: r for k, r in rows.items() if k not in mine} | new_rows
+        changed += _drop_orphan_images(folder, rows, task_id)
+        changed += _write_if_changed(folder / "manifest.jsonl", _manifest_bytes(rows))
+        return len(new_rows), changed
+
+
+def remove_annotations(settings: Settings, ann_ids: list[int], project_id: int | None) -> int:
+    """Drop every stored mask of these annotations (all projects when the project is unknown)."""
+    root = corrections_root(settings)
+    folders = [project_dir(settings, project_id)] if project_id is not None else (
+        [p for p in root.iterdir() if p.is_dir()] if root.is_dir() else [])
+    wanted = set(ann_ids)
+    removed = 0
+    for folder in folders:
+        if not (folder / "manifest.jsonl").is_file():
+            continue
+        with _locked(folder):
+            rows = read_manifest(folder)
+            gone = {k: r for k, r in rows.items() if r["annotation"] in wanted}
+            if not gone:
+                continue
+            for row in gone.values():
+                (folder / row["mask"]).unlink(missing_ok=True)
+            rows = {k: r for k, r in rows.items() if k not in gone}
+            for task_id in {r["task"] for r in gone.values()}:
+                _drop_orphan_images(folder, rows, task_id)
+            _write_if_changed(folder / "manifest.jsonl", _manifest_bytes(rows))
+            removed += len(gone)
+    return removed
+
+
+def _drop_orphan_images(folder: Path, rows: dict[str, dict], task_id: int) -> int:
+    if any(r["task"] == task_id for r in rows.values()):
+        return 0
+    path = folder / "images" / f"t{task_id}.png"
+    if path.is_file():
+        path.unlink()
+        return 1
+    return 0
+
+
+def _config(client, project_id: int, project: dict | None) -> ProjectConfig:
+    if isinstance(project, dict) and project.get("label_config"):
+        return parse_config(project["label_config"])
+    return project_config(client, project_id)
+
+
+def _prelabel_prediction(client, ann: dict, task_id: int) -> dict | None:
+    """The prediction the annotator started from: the annotation's parent, else the newest
+    prediction on the task holding a brush mask."""
+    preds = [as_dict(p) for p in client.predictions.list(task=task_id)]
+    parent = ann.get("parent_prediction")
+    for p in preds:
+        if parent is not None and p.get("id") == parent:
+            return p
+    with_brush = [p for p in preds
+                  if any(r.get("type") == "brushlabels" for r in p.get("result") or [])]
+    with_brush.sort(key=lambda p: str(p.get("updated_at") or p.get("created_at") or ""))
+    return with_brush[-1] if with_brush else None

@@ -46,6 +46,10 @@ class Settings:
     job_timeout_seconds: int
     job_retries: int
     corrections_root: str
+    retrain_base_data: str
+    retrain_eval_data: str
+    retrain_iterations: int
+    retrain_timeout_seconds: int
 
 
 def _coerce(raw: str, like: object, name: str) -> object:

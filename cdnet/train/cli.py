@@ -1,0 +1,56 @@
+"""`clicksmith train`: the training config is the TrainConfig defaults plus these flags."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+from cdnet.eval.datasets import SHARED_DATASETS
+
+DEFAULT_DATASETS = ["train_coco_mval", "train_coco128seg", "train_ccp_clothing", "train_humanseg",
+                    "train_feralcats", "train_weizmann_horse", "train_camvid",
+                    "train_ade20k_sample"]
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run-dir", default="runs/mnv2")
+    parser.add_argument("--datasets", nargs="+", default=DEFAULT_DATASETS,
+                        help="names under ../shared/datasets or folders (images/, masks/)")
+    parser.add_argument("--iterations", type=int, default=7000)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--crop", type=int, default=256)
+    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--val-every", type=int, default=1000)
+    parser.add_argument("--init-weights", help="start from these weights instead of ImageNet")
+    parser.add_argument("--teacher", help="a larger checkpoint to distil from")
+    parser.add_argument("--resume", action="store_true", help="continue <run-dir>/last.pt")
+    parser.add_argument("--publish", action="store_true",
+                        help="copy the best weights into cdnet/weights/ when done")
+
+
+def run(args: argparse.Namespace) -> int:
+    from cdnet.model.io import BUNDLED_WEIGHTS
+    from cdnet.train.loop import TrainConfig, train
+
+    folders = []
+    for d in args.datasets:
+        p = Path(d) if Path(d).is_dir() else SHARED_DATASETS / d
+        if not p.is_dir():
+            print(f"clicksmith train: dataset {d!r} not found (looked in {SHARED_DATASETS})")
+            return 2
+        folders.append(str(p))
+    cfg = TrainConfig(run_dir=args.run_dir, datasets=folders, iterations=args.iterations,
+                      batch_size=args.batch_size, crop=args.crop, lr=args.lr,
+                      val_every=args.val_every, init_weights=args.init_weights,
+                      teacher=args.teacher)
+    try:
+        best = train(cfg, resume=args.resume)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"clicksmith train: {exc}")
+        return 2
+    print(f"best weights: {best}")
+    if args.publish:
+        shutil.copyfile(best, BUNDLED_WEIGHTS)
+        print(f"published to {BUNDLED_WEIGHTS}; run `clicksmith export-onnx` next")
+    return 0

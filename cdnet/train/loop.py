@@ -1,0 +1,216 @@
+"""The training loop: iterative click simulation, checkpoints, validation NoC, distillation.
+
+Resumable by design: everything needed to continue (weights, optimizer, iteration, RNG) is in
+`<run>/last.pt`, written atomically every few minutes, so a killed run loses minutes, not hours.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from cdnet.eval.datasets import Sample
+from cdnet.model.cdnet import CDNet
+from cdnet.model.encoding import click_maps
+from cdnet.model.io import build_model, load_model, save_model
+from cdnet.train.data import SampleSource, scan, split
+from cdnet.train.losses import cdnet_loss
+from cdnet.train.simulation import error_click, random_first_clicks, random_prior
+
+
+@dataclass
+class TrainConfig:
+    run_dir: str = "runs/mnv2"
+    datasets: list[str] = field(default_factory=list)  # folders with images/ and masks/
+    iterations: int = 20000
+    batch_size: int = 8
+    crop: int = 288
+    lr: float = 5e-4
+    backbone_lr_factor: float = 0.2
+    weight_decay: float = 1e-4
+    prior_probability: float = 0.3
+    max_error_clicks: int = 3
+    val_fraction: float = 0.05
+    val_objects: int = 20
+    val_every: int = 1000
+    checkpoint_minutes: float = 5.0
+    init_weights: str | None = None  # fine-tune from these instead of ImageNet
+    teacher: str | None = None
+    seed: int = 0
+    threads: int = 2
+
+
+def _batch_tensors(images, gts, clicks, priors):
+    img = torch.from_numpy(np.stack(images).transpose(0, 3, 1, 2).astype(np.float32))
+    gt = torch.from_numpy(np.stack(gts)[:, None].astype(np.float32))
+    h, w = gts[0].shape
+    clk = torch.from_numpy(np.stack([click_maps(c, h, w) for c in clicks]))
+    pri = torch.from_numpy(np.stack(priors)[:, None].astype(np.float32))
+    return img.contiguous(memory_format=torch.channels_last), gt, clk, pri
+
+
+def simulate_batch(model: CDNet, source: SampleSource, cfg: TrainConfig,
+                   rng: np.random.Generator):
+    """A batch with clicks and priors as an annotator would have produced them."""
+    images, gts, clicks, priors = [], [], [], []
+    for _ in range(cfg.batch_size):
+        img, gt = source.sample(rng)
+        if rng.random() < cfg.prior_probability:
+            prior = random_prior(gt, rng)
+            c = error_click(gt, prior, [])
+            cl = [c] if c is not None and rng.random() < 0.8 else []
+        else:
+            prior, cl = np.zeros_like(gt), random_first_clicks(gt, rng)
+        images.append(img)
+        gts.append(gt)
+        clicks.append(cl)
+        priors.append(prior)
+    n_extra = int(rng.integers(cfg.max_error_clicks + 1))
+    if n_extra:
+        model.eval()
+        with torch.no_grad():
+            for _ in range(n_extra):
+                img, _, clk, pri = _batch_tensors(images, gts, clicks, priors)
+                preds = (model(img, clk, pri).logits[:, 0] > 0).numpy()
+                for i in range(len(images)):
+                    if not clicks[i] and priors[i].any():
+                        continue  # keep some prior-only samples: that is the scoring case
+                    c = error_click(gts[i], preds[i], clicks[i])
+                    if c is not None:
+                        clicks[i] = clicks[i] + [c]
+                        priors[i] = preds[i]
+        model.train()
+    return _batch_tensors(images, gts, clicks, priors)
+
+
+def validation_samples(entries, limit: int) -> list[Sample]:
+    from cdnet.train.data import _load
+
+    out = []
+    for e in entries[:limit]:
+        img = _load(e.image, gray=False)
+        gt = _load(e.masks[0], gray=True, size=img.shape[:2]) > 127
+        if gt.any():
+            out.append(Sample(e.image.stem, img, gt, None))
+    return out
+
+
+def validate(model: CDNet, samples: list[Sample]) -> dict:
+    from cdnet.eval.noc import evaluate
+    from cdnet.inference.predictor import Predictor
+    from cdnet.inference.runner import TorchRunner
+
+    model.eval()
+    try:
+        r = evaluate(Predictor(TorchRunner(model), "val"), samples, progress=False)
+    finally:
+        model.train()
+    return {k: r[k] for k in ("noc85", "noc90", "miou@1", "miou@3", "miou@5") if k in r}
+
+
+def _checkpoint(path: Path, model, opt, it: int, rng, best: float, cfg: TrainConfig):
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "iteration": it,
+                "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                "best": best, "config": asdict(cfg)}, tmp)
+    os.replace(tmp, path)
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
+    """Train; returns the path of the best weights file (`<run>/model.pt`)."""
+    torch.set_num_threads(cfg.threads)
+    run = Path(cfg.run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    entries = [e for d in cfg.datasets for e in scan(Path(d))]
+    train_entries, val_entries = split(entries, cfg.val_fraction)
+    source = SampleSource(train_entries, cfg.crop)
+    val = validation_samples(val_entries, cfg.val_objects)
+
+    if cfg.init_weights:
+        model, _ = load_model(Path(cfg.init_weights))
+    else:
+        model = build_model(pretrained=True)
+    model = model.train().to(memory_format=torch.channels_last)
+    trunk = [p for n, p in model.named_parameters() if n.startswith(("stem.", "stage"))]
+    rest = [p for n, p in model.named_parameters() if not n.startswith(("stem.", "stage"))]
+    opt = torch.optim.AdamW([{"params": trunk, "lr": cfg.lr * cfg.backbone_lr_factor},
+                             {"params": rest, "lr": cfg.lr}], weight_decay=cfg.weight_decay)
+    teacher = load_model(Path(cfg.teacher))[0].eval() if cfg.teacher else None
+    rng = np.random.default_rng(cfg.seed)
+    start, best = 0, float("inf")
+    last = run / "last.pt"
+    if resume:
+        if not last.is_file():
+            raise FileNotFoundError(f"nothing to resume: {last} does not exist")
+        ck = torch.load(last, map_location="cpu", weights_only=False)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        start, best = ck["iteration"], ck["best"]
+        rng.bit_generator.state = ck["rng"]
+        torch.set_rng_state(ck["torch_rng"])
+    base_lrs = [g["lr"] for g in opt.param_groups]
+    log = open(run / "log.jsonl", "a")
+    bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations,
+               disable=not progress, desc="train", dynamic_ncols=True)
+    last_save = time.monotonic()
+    avg: dict[str, float] = {}
+    for it in bar:
+        decay = 0.5 * (1 + np.cos(np.pi * it / cfg.iterations))  # cosine schedule
+        for g, lr in zip(opt.param_groups, base_lrs, strict=True):
+            g["lr"] = lr * (0.05 + 0.95 * decay)
+        img, gt, clk, pri = simulate_batch(model, source, cfg, rng)
+        teacher_probs = None
+        if teacher is not None:
+            with torch.no_grad():
+                teacher_probs = torch.sigmoid(teacher(img, clk, pri).logits)
+        loss, parts = cdnet_loss(model(img, clk, pri), gt, clk, pri, teacher_probs)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        opt.step()
+        for k, v in parts.items():
+            avg[k] = v if k not in avg else 0.98 * avg[k] + 0.02 * v
+        bar.set_postfix({k: f"{v:.3f}" for k, v in avg.items()})
+        done = it + 1
+        if done % cfg.val_every == 0 or done == cfg.iterations:
+            metrics = validate(model, val) if val else {}
+            log.write(json.dumps({"iteration": done, **avg, **metrics}) + "\n")
+            log.flush()
+            tqdm.write(f"iter {done}: {json.dumps(metrics)}")
+            score = metrics.get("noc90", -done)
+            if score <= best:
+                best = score
+                save_model(model, run / "model.pt",
+                           meta={"iteration": done, "val": metrics, "config": asdict(cfg)})
+        if time.monotonic() - last_save > cfg.checkpoint_minutes * 60 or done == cfg.iterations:
+            _checkpoint(last, model, opt, done, rng, best, cfg)
+            save_model(model, run / "latest_model.pt", meta={"iteration": done})
+            last_save = time.monotonic()
+    log.close()
+    if not (run / "model.pt").exists():
+        save_model(model, run / "model.pt", meta={"iteration": cfg.iterations})
+    return run / "model.pt"
+
+
+def finetune(base_weights: str | Path, dataset_dirs: list[str | Path], out_path: str | Path,
+             iterations: int = 500, run_dir: str | Path | None = None) -> Path:
+    """Fine-tune existing weights on extra folders (corrections + base data); for retraining."""
+    out_path = Path(out_path)
+    run = Path(run_dir) if run_dir else out_path.parent / (out_path.stem + "_run")
+    cfg = TrainConfig(run_dir=str(run), datasets=[str(d) for d in dataset_dirs],
+                      iterations=iterations, lr=1e-4, init_weights=str(base_weights),
+                      val_every=max(iterations, 1), checkpoint_minutes=5.0)
+    best = train(cfg, progress=False)
+    model, _ = load_model(best)
+    save_model(model, out_path, meta={"finetuned_from": str(base_weights),
+                                      "iterations": iterations})
+    return out_path
+
+

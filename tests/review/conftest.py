@@ -78,8 +78,9 @@ class Workers:
         cmd = [sys.executable, "-m", "review.cli", "worker", "--maintenance-interval", "5"]
         if burst:
             cmd.append("--burst")
+        # own process group: RQ's scheduler runs in a child process, killed along with it
         proc = subprocess.Popen(cmd, cwd=REPO, env=self.env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
         self.procs.append(proc)
         return proc
 
@@ -87,11 +88,17 @@ class Workers:
         out, _ = proc.communicate(timeout=timeout)
         return out
 
+    def kill(self, proc: subprocess.Popen) -> None:
+        """SIGKILL the worker and its children (a machine dying mid-job)."""
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(10)
+
     def stop_all(self) -> None:
         for proc in self.procs:
-            if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(10)
+            self.kill(proc)
 
 
 @pytest.fixture

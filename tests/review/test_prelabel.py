@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import threading
 import time
 
@@ -77,6 +75,7 @@ def test_worker_killed_mid_job_retry_writes_no_duplicates(fake_ls, env, workers,
     from rq import Queue
     from rq.job import Job
     from rq.registry import ScheduledJobRegistry, StartedJobRegistry
+    from rq.scheduler import RQScheduler
 
     fake_ls.add_project(9, 8)
     fake_ls.stall_next_import = threading.Event()
@@ -85,8 +84,7 @@ def test_worker_killed_mid_job_retry_writes_no_duplicates(fake_ls, env, workers,
     proc = workers.start(burst=False)
     # LS has stored the batch, the worker waits for the answer: kill it right there.
     assert fake_ls.import_stored.wait(180), "the worker never wrote its batch"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(10)
+    workers.kill(proc)
     fake_ls.release_import.set()
     assert len(fake_ls.predictions) == 8
 
@@ -100,6 +98,9 @@ def test_worker_killed_mid_job_retry_writes_no_duplicates(fake_ls, env, workers,
     (job_id,) = scheduled.get_job_ids()  # retried after the Retry interval (5 s)
     wait_until(lambda: scheduled.get_scheduled_time(job_id).timestamp() < time.time(), 30,
                what="the retry to become due")
+    # The dead worker's scheduler lock lapses after 61 s; let it lapse now so the next
+    # worker's scheduler enqueues the due retry.
+    conn.delete(RQScheduler.get_locking_key(queue.name))
     out = workers.wait(workers.start())
     assert "Job OK" in out or "Successfully completed" in out, out
     assert sorted(p["task"] for p in fake_ls.predictions) == list(range(1, 9))  # no duplicates

@@ -119,6 +119,7 @@ class Engine:
             if box is not None and (rec_box is None or not np.allclose(box, rec_box, atol=0.5)):
                 rec_box = box
                 record.clicks = []
+                record.extra["implicit"] = []
                 session = self._new_session(image, base, rec_box)
                 record.box = list(rec_box)
                 kind = "box"
@@ -160,9 +161,10 @@ class Engine:
                     kind = "extend"
             else:
                 session = self._new_session(image, base, rec_box)
-                for c in wanted:
+                replay = list(record.extra.get("implicit", [])) + wanted
+                for c in replay:
                     session.add_click(self._click(c))
-                clicks_run += len(wanted)
+                clicks_run += len(replay)
                 record.clicks = wanted
                 kind = "recompute"
         elif kind in ("new", "box") and not fresh:
@@ -170,7 +172,9 @@ class Engine:
             if rec_box is None:
                 raise ApiError(400, "the context holds no keypoint, box or brush stroke")
             y0, x0, y1, x1 = rec_box
-            session.add_click(Click((y0 + y1) / 2, (x0 + x1) / 2, True))
+            centre = Click((y0 + y1) / 2, (x0 + x1) / 2, True)
+            session.add_click(centre)
+            record.extra["implicit"] = [centre.to_dict()]
             clicks_run += 1
 
         result = session.result

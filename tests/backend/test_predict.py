@@ -267,3 +267,17 @@ def test_click_on_a_grabcut_photo(client, predictor):
     _, mask = answer(client, predict_body(str(image_path), ctx))
     assert mask.shape == (h, w)
     assert np.array_equal(mask, predictor.predict(img, [Click(y, x)]).mask)
+
+
+def test_deleted_click_after_a_box_recomputes_inside_the_box(client, disk, predictor):
+    path, img = disk
+    answer(client, predict_body(path, [rectangle(25.0, 20.0, 50.0, 60.0, W, H)], project="17.1"))
+    a, b = keypoint(45, 45, W, H), keypoint(60, 60, W, H, positive=False)
+    answer(client, predict_body(path, [a], project="17.1"))
+    answer(client, predict_body(path, [a, b], project="17.1"))
+    _, mask = answer(client, predict_body(path, [b], project="17.1"))  # `a` deleted
+    y0, x0, y1, x1 = 20 * H / 100, 25 * W / 100, 80 * H / 100, 75 * W / 100
+    s = predictor.session(img, box=(y0, x0, y1, x1))
+    s.add_click(Click((y0 + y1) / 2, (x0 + x1) / 2))  # the box's implied centre click
+    want = s.add_click(px(60, 60, False)).mask
+    assert np.array_equal(mask, want)

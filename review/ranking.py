@@ -1,0 +1,152 @@
+"""Ranking a project's masks by predicted quality, worst first, for human review.
+
+Every task's current mask (the newest annotation or prediction holding a brush region) is
+scored with `predictor.score_mask` — the model's IoU estimate for any mask, whoever drew it.
+Tasks with no mask at all rank first: they certainly need a person. Outputs: review.html
+(self-contained, base64 thumbnails), review.csv, review.json, and a saved Label Studio
+data-manager tab ordered by prediction score, ascending.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from cdnet.settings import Settings
+from review.ls import client_for, fetch_image, list_tasks, project_config, task_image_url
+from review.masks import newest_mask
+from review.model import get_predictor
+from review.registry import atomic_write_bytes
+
+THUMB = 192
+FIELDS = ("rank", "task", "score", "source", "label", "width", "height", "link", "error")
+
+
+def task_link(settings: Settings, project_id: int, task_id: int) -> str:
+    """The URL that opens the task in Label Studio's editor."""
+    base = settings.label_studio_url.rstrip("/")
+    return f"{base}/projects/{project_id}/data?task={task_id}"
+
+
+def thumbnail(image: np.ndarray, mask: np.ndarray | None, size: int = THUMB) -> str:
+    """A JPEG data URI of the image with the mask tinted red and outlined."""
+    h, w = image.shape[:2]
+    scale = size / max(h, w)
+    dims = (max(1, round(w * scale)), max(1, round(h * scale)))
+    small = cv2.resize(image, dims, interpolation=cv2.INTER_AREA).astype(np.float32)
+    if mask is not None:
+        m = cv2.resize(mask.astype(np.uint8), dims, interpolation=cv2.INTER_NEAREST) > 0
+        small[m] = small[m] * 0.55 + np.array([255, 40, 40], np.float32) * 0.45
+        contours, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL,
+                                       cv2.CHAIN_APPROX_SIMPLE)
+        small = np.ascontiguousarray(small.astype(np.uint8))
+        cv2.drawContours(small, contours, -1, (255, 255, 0), 1)
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(small.astype(np.uint8), cv2.COLOR_RGB2BGR),
+                           [cv2.IMWRITE_JPEG_QUALITY, 80])
+    if not ok:
+        raise ValueError("could not encode a thumbnail")
+    return "data:image/jpeg;base64," + base64.b64encode(buf.tobytes()).decode()
+
+
+def score_tasks(settings: Settings, project_id: int, client=None, predictor=None) -> list[dict]:
+    """One row per task: score (None when it has no mask or its image failed), ranked."""
+    client = client or client_for(settings)
+    predictor = predictor or get_predictor(settings)
+    cfg = project_config(client, project_id)
+    rows = []
+    for task in list_tasks(client, project_id):
+        tid = int(task["id"])
+        row = {"task": tid, "score": None, "source": "", "label": "", "width": None,
+               "height": None, "link": task_link(settings, project_id, tid), "error": "",
+               "thumb": ""}
+        try:
+            image = fetch_image(task_image_url(task, cfg), settings, client)
+            row["height"], row["width"] = image.shape[:2]
+            current = newest_mask(task)
+            if current is None:
+                row["error"] = "no mask"
+                row["thumb"] = thumbnail(image, None)
+            elif current.mask.shape != image.shape[:2]:
+                row["error"] = f"mask {current.mask.shape} does not match the image"
+            else:
+                row["score"] = round(float(predictor.score_mask(image, current.mask)), 6)
+                row["source"], row["label"] = current.origin, current.label
+                row["thumb"] = thumbnail(image, current.mask)
+        except ValueError as exc:
+            row["error"] = str(exc)
+        rows.append(row)
+    # worst first; tasks without a score (no mask, broken image) before everything else
+    rows.sort(key=lambda r: (r["score"] is not None, r["score"] or 0.0, r["task"]))
+    for i, row in enumerate(rows, 1):
+        row["rank"] = i
+    return rows
+
+
+def write_reports(rows: list[dict], out_dir: Path, project_id: int, model_version: str) -> dict:
+    """review.html, review.csv and review.json in `out_dir` (each written atomically)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plain = [{k: r.get(k) for k in FIELDS} for r in rows]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(plain)
+    paths = {"csv": out_dir / "review.csv", "json": out_dir / "review.json",
+             "html": out_dir / "review.html"}
+    atomic_write_bytes(paths["csv"], buf.getvalue().encode())
+    atomic_write_bytes(paths["json"], json.dumps(
+        {"project": project_id, "model_version": model_version, "tasks": plain},
+        indent=1).encode())
+    atomic_write_bytes(paths["html"], _html(rows, project_id, model_version).encode())
+    return {k: str(v) for k, v in paths.items()}
+
+
+def _html(rows: list[dict], project_id: int, model_version: str) -> str:
+    cards = []
+    for r in rows:
+        score = "—" if r["score"] is None else f"{r['score']:.3f}"
+        tone = ("none" if r["score"] is None else "bad" if r["score"] < 0.7
+                else "mid" if r["score"] < 0.85 else "ok")
+        img = f'<img src="{r["thumb"]}" alt="task {r["task"]}">' if r["thumb"] else ""
+        note = html.escape(r["error"] or r["source"])
+        cards.append(
+            f'<a class="card {tone}" href="{html.escape(r["link"])}" target="_blank">'
+            f'{img}<div><b>#{r["rank"]}</b> task {r["task"]} · predicted IoU <b>{score}</b>'
+            f'</div><div class="note">{note}</div></a>')
+    title = f"Review: project {project_id}"
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>
+body{{font-family:system-ui,sans-serif;margin:1.5em;background:#fafafa}}
+.grid{{display:flex;flex-wrap:wrap;gap:10px}}
+.card{{display:block;width:{THUMB + 12}px;padding:6px;background:#fff;border:2px solid #ccc;
+border-radius:6px;color:#222;text-decoration:none;font-size:13px}}
+.card img{{display:block;max-width:{THUMB}px;max-height:{THUMB}px;margin-bottom:4px}}
+.bad{{border-color:#d33}} .mid{{border-color:#e90}} .ok{{border-color:#3a3}}
+.none{{border-color:#777;border-style:dashed}} .note{{color:#666;font-size:11px}}
+</style></head><body>
+<h1>{html.escape(title)}</h1>
+<p>{len(rows)} tasks, worst predicted quality first (model {html.escape(model_version)}).
+Red tint: the task's current mask. Click a card to open the task in Label Studio.</p>
+<div class="grid">
+{chr(10).join(cards)}
+</div></body></html>
+"""
+
+
+def create_view(client, project_id: int, title: str = "Review: worst masks first") -> dict:
+    """A saved data-manager tab ordered by prediction score, ascending (worst first)."""
+    from review.ls import as_dict
+
+    view = client.views.create(project=project_id, data={
+        "title": title,
+        "ordering": ["tasks:predictions_score"],
+        "filters": {"conjunction": "and", "items": []},
+    })
+    return as_dict(view)

@@ -23,6 +23,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fork", action="store_true",
                         help="run each job in a forked work-horse (the model loads per job)")
     parser.add_argument("--name", default=None, help="worker name (default: RQ's)")
+    parser.add_argument("--preload", action="store_true",
+                        help="load the model before taking the first job")
     parser.add_argument("--maintenance-interval", type=int, default=60,
                         help="seconds between RQ registry clean-ups (abandoned-job recovery)")
 
@@ -40,6 +42,10 @@ def run(args: argparse.Namespace) -> int:
         return 2
     names = args.queue or [settings.queue_name]
     queues = [jobs.queue(settings, conn, name) for name in names]
+    if args.preload:
+        from review.model import get_predictor
+
+        print(f"model {get_predictor(settings).model_version} loaded", flush=True)
     cls = Worker if args.fork else SimpleWorker
     worker = cls(queues, connection=conn, name=args.name,
                  maintenance_interval=args.maintenance_interval)

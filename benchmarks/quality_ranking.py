@@ -1,0 +1,150 @@
+"""Does the predicted quality rank masks like their true IoU? (issue 6: review ranking)
+
+For every object of GrabCut and Berkeley it builds masks of varied quality:
+  - the predictions after 1..5 clicks of the standard simulated annotator (cdnet.eval.clicker),
+  - the ground truth degraded to IoU ~0.5 / 0.7 / 0.9 (cdnet.eval.prior.degrade),
+and for each mask records the true IoU, the predicted quality `predictor.score_mask(image,
+mask)` (what `clicksmith review` ranks by) and a naive baseline: the mean foreground
+probability inside the mask ("mean mask confidence"; for click masks the probabilities of the
+prediction that produced them, for degraded masks those of the zero-click prediction, since a
+degraded mask has no probabilities of its own).
+
+Reported per dataset and overall: Spearman(score, IoU); the share of masks with IoU < 0.85 that
+fall in the worst-scored 20% ("recall@20%"); the issue's bars are Spearman >= 0.6 and
+recall@20% >= 0.5.
+
+    python benchmarks/quality_ranking.py [--weights W] [--max-objects N] [--out results/...json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+CLICKS = (1, 2, 3, 4, 5)
+DEGRADED = (0.5, 0.7, 0.9)
+BAD_IOU = 0.85
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    """Spearman rank correlation (average ranks for ties)."""
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(a, b).statistic)
+
+
+def recall_worst(scores: list[float], ious: list[float], fraction: float = 0.2) -> float:
+    """Share of the bad masks (IoU < 0.85) that are among the worst-scored `fraction`."""
+    scores_a, ious_a = np.asarray(scores), np.asarray(ious)
+    bad = ious_a < BAD_IOU
+    if not bad.any():
+        return float("nan")
+    k = max(1, int(round(fraction * len(scores_a))))
+    worst = np.argsort(scores_a, kind="stable")[:k]
+    return float(bad[worst].sum() / bad.sum())
+
+
+def masks_for(predictor, sample, seed: int = 0):
+    """(kind, mask, own-probabilities-or-None) for one object."""
+    from cdnet.eval.clicker import next_click
+    from cdnet.eval.prior import degrade
+
+    out = []
+    session = predictor.session(sample.image)
+    pred = np.zeros(sample.gt.shape, bool)
+    clicks = []
+    for k in CLICKS:
+        click = next_click(sample.gt, pred, sample.ignore, clicks)
+        if click is None:
+            break
+        clicks.append(click)
+        result = session.add_click(click)
+        pred = result.mask
+        out.append((f"click{k}", pred.copy(), result.probs))
+    for target in DEGRADED:
+        mask = degrade(sample.gt, target, seed, sample.name, sample.ignore)
+        out.append((f"degraded{target}", mask, None))
+    return out
+
+
+def run_dataset(predictor, name: str, max_objects: int | None) -> list[dict]:
+    from cdnet.eval.datasets import Dataset
+    from cdnet.eval.metrics import iou
+
+    rows = []
+    ds = Dataset(name, max_objects)
+    for i, sample in enumerate(ds):
+        zero = predictor.predict(sample.image).probs
+        for kind, mask, probs in masks_for(predictor, sample):
+            if not mask.any():
+                conf = 0.0
+            else:
+                conf = float((probs if probs is not None else zero)[mask].mean())
+            rows.append({"dataset": ds.name, "object": sample.name, "kind": kind,
+                         "iou": iou(mask, sample.gt, sample.ignore),
+                         "score": float(predictor.score_mask(sample.image, mask)),
+                         "baseline": conf})
+        print(f"\r{ds.name}: {i + 1}/{len(ds)}", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    return rows
+
+
+def summarize(rows: list[dict]) -> dict:
+    ious = [r["iou"] for r in rows]
+    out = {"masks": len(rows), "bad_masks": int(sum(i < BAD_IOU for i in ious))}
+    for key in ("score", "baseline"):
+        vals = [r[key] for r in rows]
+        out[key] = {"spearman": round(spearman(vals, ious), 4),
+                    "recall_worst20": round(recall_worst(vals, ious), 4)}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--weights", default=None, help="weights file (default: bundled)")
+    ap.add_argument("--datasets", default="grabcut,berkeley")
+    ap.add_argument("--max-objects", type=int, default=None, help="objects per dataset")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=None, help="write rows + summary as JSON")
+    args = ap.parse_args(argv)
+
+    from cdnet import load_predictor
+    from cdnet.eval.datasets import SHARED_DATASETS
+
+    if not SHARED_DATASETS.is_dir():
+        print(f"datasets not found at {SHARED_DATASETS} (../shared absent)", file=sys.stderr)
+        return 2
+    predictor = load_predictor(args.weights, threads=args.threads)
+    started = time.time()
+    rows = []
+    report: dict = {"model_version": predictor.model_version, "weights": args.weights,
+                    "max_objects": args.max_objects, "datasets": {}}
+    for name in args.datasets.split(","):
+        ds_rows = run_dataset(predictor, name.strip(), args.max_objects)
+        report["datasets"][name] = summarize(ds_rows)
+        rows += ds_rows
+    report["overall"] = summarize(rows)
+    report["seconds"] = round(time.time() - started, 1)
+    print(f"model {predictor.model_version}  ({report['seconds']} s)")
+    print(f"{'set':<10} {'masks':>6} {'bad':>5}  {'Spearman score':>15} {'baseline':>9}  "
+          f"{'worst20% recall score':>22} {'baseline':>9}")
+    for name, s in [*report["datasets"].items(), ("overall", report["overall"])]:
+        print(f"{name:<10} {s['masks']:>6} {s['bad_masks']:>5}  {s['score']['spearman']:>15.3f} "
+              f"{s['baseline']['spearman']:>9.3f}  {s['score']['recall_worst20']:>22.3f} "
+              f"{s['baseline']['recall_worst20']:>9.3f}")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({**report, "rows": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

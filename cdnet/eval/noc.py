@@ -1,16 +1,16 @@
 """The NoC evaluation loop, shared by our model and every baseline.
 
 A "predictor" here is anything with `session(image, prior_mask=None)` returning an object with
-`add_click(click) -> result`, where `result.probs` (or `result.mask`) is an HxW map: the CDNet
+`add_click(click) -> result`, where `result.mask` (or `result.probs`) is an HxW map: the CDNet
 predictor from `cdnet.load_predictor` and `GrabCutPredictor` both qualify, so both are measured
 by this one loop with the same clicks.
 
 Per object: start from an empty mask (mode "empty") or from the ground truth degraded to
-IoU ~= 0.75 (mode "prior"); ask the standard clicker for the next click, predict, threshold the
-probabilities at 0.5, score IoU without the ignore band; stop at 20 clicks or once the IoU
-reaches `stop_iou` (0.90, as the protocol does). Seconds per click = time spent inside the
-predictor (session creation, which holds the per-image work, plus every `add_click`) divided by
-the number of clicks.
+IoU ~= 0.75 (mode "prior"); ask the standard clicker for the next click, predict, take the
+result's mask (probs > 0.5, or the progressive merge of it), score IoU without the ignore
+band; stop at 20 clicks or once the IoU reaches `stop_iou` (0.90, as the protocol does).
+Seconds per click = time spent inside the predictor (session creation, which holds the
+per-image work, plus every `add_click`) divided by the number of clicks.
 """
 
 from __future__ import annotations
@@ -57,11 +57,17 @@ class ObjectRun:
 
 
 def _prediction(result: Any) -> np.ndarray:
-    """probs > 0.5 when the result has probabilities, else its boolean mask."""
-    probs = getattr(result, "probs", None)
-    if probs is not None:
-        return np.asarray(probs) > THRESHOLD
-    return np.asarray(result.mask, dtype=bool)
+    """The mask the annotator sees: `result.mask`, else `result.probs > 0.5`.
+
+    Why the mask and not always the probabilities: with progressive mode off the predictor's
+    mask *is* probs > 0.5 (the protocol's rule), but with it on the mask is the progressive merge
+    (only the region around the click changes) while `probs` stays the network's raw output;
+    scoring `probs` would make progressive on and off indistinguishable.
+    """
+    mask = getattr(result, "mask", None)
+    if mask is not None:
+        return np.asarray(mask, dtype=bool)
+    return np.asarray(result.probs) > THRESHOLD
 
 
 def run_object(

@@ -95,8 +95,21 @@ def model_version_of(weights: Path) -> str:
     return f"cdnet-mnv2-{file_digest(weights)}"
 
 
-def _is_holdout(task_id: int) -> bool:
-    return zlib.crc32(f"task-{task_id}".encode()) % 1000 < HOLDOUT_FRACTION * 1000
+def _task_hash(project: str, task_id: int) -> int:
+    return zlib.crc32(f"{project}/task-{task_id}".encode()) % 1000
+
+
+def holdout_tasks(tasks: list[tuple[str, int]]) -> set[tuple[str, int]]:
+    """A stable ~20% of (project, task) pairs, chosen by hash; at least one of each side when
+    there are two or more tasks, so small projects can still be evaluated."""
+    ranked = sorted(set(tasks), key=lambda t: (_task_hash(*t), t))
+    held = {t for t in ranked if _task_hash(*t) < HOLDOUT_FRACTION * 1000}
+    if len(ranked) >= 2:
+        if not held:
+            held = {ranked[0]}
+        if len(held) == len(ranked):
+            held.discard(ranked[-1])
+    return held
 
 
 def split_corrections(folders: list[Path], work: Path) -> tuple[Path, Path, dict]:
@@ -106,13 +119,15 @@ def split_corrections(folders: list[Path], work: Path) -> tuple[Path, Path, dict
     for part in ("train", "holdout"):
         (work / part / "images").mkdir(parents=True, exist_ok=True)
         (work / part / "masks").mkdir(parents=True, exist_ok=True)
-    for folder in folders:
-        rows = read_manifest(folder)
+    manifests = {folder: read_manifest(folder) for folder in folders}
+    held = holdout_tasks([(f.name, int(r["task"])) for f, rows in manifests.items()
+                          for r in rows.values()])
+    for folder, rows in manifests.items():
         if not rows:
             continue
         counts["projects"].append(folder.name)
         for row in rows.values():
-            part = "holdout" if _is_holdout(row["task"]) else "train"
+            part = "holdout" if (folder.name, int(row["task"])) in held else "train"
             stem = f"p{folder.name}t{row['task']}"  # unique across projects
             image_src = folder / row["image"]
             mask_src = folder / row["mask"]

@@ -143,3 +143,30 @@ def test_registry_rejects_bad_names_and_missing_weights(env):
     with pytest.raises(ValueError):
         registry.promote(settings, "never-stored")
     assert registry.current_weights_path(settings) is None
+
+
+@pytest.mark.slow
+def test_retrain_with_the_real_training_and_evaluation_code(env, tmp_path):
+    """One fine-tuning iteration and real NoC evaluation: the adapters fit cdnet's API."""
+    settings = load_settings()
+    v0 = _seed_registry(settings, tmp_path)
+    _corrections(settings, n_tasks=6)
+    record = retrain_job(4, 1)
+    assert record["status"] in {"promoted", "rejected"}
+    holdout = record["metrics"]["holdout"]
+    assert holdout["candidate"]["objects"] == holdout["serving"]["objects"] >= 1
+    assert 1.0 <= holdout["serving"]["noc90"] <= 20.0
+    expected = record["candidate_version"] if record["status"] == "promoted" else v0
+    assert registry.current_version(settings) == expected
+
+
+def test_holdout_split_is_stable_and_two_sided():
+    from review.retrain import holdout_tasks
+
+    tasks = [("4", t) for t in range(1, 7)]
+    held = holdout_tasks(tasks)
+    assert held == holdout_tasks(list(reversed(tasks)))  # order does not matter
+    assert 1 <= len(held) < len(tasks)
+    big = [("4", t) for t in range(1, 501)]
+    assert 0.1 < len(holdout_tasks(big)) / 500 < 0.3
+    assert holdout_tasks([("4", 1)]) in (set(), {("4", 1)})

@@ -1,0 +1,1 @@
+"""Label Studio ML backend: `backend.app.create_app` builds the Flask app (see docs/backend.md)."""

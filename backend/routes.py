@@ -115,10 +115,7 @@ def project_id(body: dict) -> int:
 
 
 def _queue() -> JobQueue:
-    b = backend()
-    if not hasattr(b, "jobs"):
-        b.jobs = JobQueue(b.settings)
-    return b.jobs
+    return backend().jobs
 
 
 def _start_training(body: dict):

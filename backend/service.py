@@ -15,6 +15,7 @@ from typing import Any
 from backend.engine import Engine, Outcome, find_seed
 from backend.errors import ApiError
 from backend.images import CachedImage, ImageCache, ImageFetcher
+from backend.jobs import JobQueue
 from backend.labeling import ConfigError, ImageTarget, ProjectConfig, parse_config
 from backend.masks import mask_to_polygons, mask_to_rle
 from backend.metrics import Metrics
@@ -50,6 +51,7 @@ class Backend:
             self.sessions = MemorySessionStore(
                 settings.session_cache_size, settings.session_ttl_seconds
             )
+        self.jobs = JobQueue(settings)  # connects to Redis on first use only
         # torch runs one inference at a time per process; with the threaded dev server this
         # keeps two requests from fighting over the same CPU threads
         self.predict_lock = threading.Lock()

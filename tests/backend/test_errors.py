@@ -163,3 +163,20 @@ def test_model_that_failed_to_load_answers_503(disk):
     assert "weights.pt" in health["model_error"]
     refused(client.post("/predict", json=predict_body(disk[0], [keypoint(50, 50, W, H)])), 503,
             "could not be loaded")
+
+
+def test_an_internal_failure_is_a_json_500_without_traceback(disk):
+    from backend.app import create_app
+    from cdnet.settings import load_settings
+
+    class Exploding:
+        model_version = "exploding"
+
+        def prepare(self, image):
+            raise RuntimeError("secret internals /etc/somewhere")
+
+    app = create_app(load_settings(env={}), predictor_loader=lambda s: Exploding())
+    assert app.extensions["clicksmith"].model.wait(10)
+    r = app.test_client().post("/predict", json=predict_body(disk[0], [keypoint(50, 50, W, H)]))
+    message = refused(r, 500, "internal error", "RuntimeError")
+    assert "secret internals" not in message

@@ -152,10 +152,14 @@ def fetch_image(url: str, settings: Settings, client) -> np.ndarray:
         auth = client._client_wrapper.get_headers().get("Authorization")
         if auth:
             headers["Authorization"] = auth
+    # Transient trouble (connection, 5xx) raises ConnectionError so the job fails and RQ
+    # retries it; a 4xx or an undecodable file is the task's fault: ValueError, no retry.
     try:
         resp = httpx.get(full, headers=headers, timeout=60, follow_redirects=False)
     except httpx.HTTPError as exc:
-        raise ValueError(f"could not fetch image {full}: {exc}") from None
+        raise ConnectionError(f"could not fetch image {full}: {exc}") from None
+    if resp.status_code >= 500:
+        raise ConnectionError(f"could not fetch image {full}: HTTP {resp.status_code}")
     if resp.status_code != 200:
         raise ValueError(f"could not fetch image {full}: HTTP {resp.status_code}")
     if len(resp.content) > settings.max_request_bytes:

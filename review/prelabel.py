@@ -15,6 +15,7 @@ import logging
 import time
 
 import numpy as np
+from label_studio_sdk.core.api_error import ApiError
 
 from cdnet.settings import Settings, load_settings
 from review import jobs
@@ -80,7 +81,15 @@ def prelabel_batch(project_id: int, task_ids: list[int], run_id: str | None = No
     errors: dict[int, str] = {}
     for i, task_id in enumerate(task_ids):
         task_id = int(task_id)
-        task = get_task(client, task_id)
+        try:
+            task = get_task(client, task_id)
+        except ApiError as exc:
+            if exc.status_code != 404:
+                raise  # LS down or refusing: fail the job, RQ retries it
+            errors[task_id] = "task not found (deleted?)"
+            stats["failed"] += 1
+            finished.append(task_id)
+            continue
         if has_version(task, version):
             stats["skipped"] += 1
             finished.append(task_id)

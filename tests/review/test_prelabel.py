@@ -131,3 +131,17 @@ def test_image_host_rule(env, url, ok):
     else:
         with pytest.raises(ValueError):
             resolve_image_url(url, load_settings())
+
+
+def test_batch_job_reports_bad_tasks_without_failing(fake_ls, env):
+    """A deleted task and an image on a foreign host are reported, the rest is written."""
+    from review.prelabel import prelabel_batch
+
+    fake_ls.add_project(6, 2)
+    fake_ls.tasks[2]["data"]["image"] = "http://203.0.113.9/elsewhere.png"
+    stats = prelabel_batch(6, [1, 2, 999])
+    assert stats["written"] == 1 and stats["failed"] == 2
+    assert set(stats["errors"]) == {2, 999}
+    assert "not the Label Studio host" in stats["errors"][2]
+    assert [p["task"] for p in fake_ls.predictions] == [1]
+    assert ("GET", "/elsewhere.png") not in fake_ls.calls

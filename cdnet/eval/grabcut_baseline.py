@@ -133,7 +133,7 @@ class GrabCutPredictor:
     """Predictor-like factory of GrabCut sessions, for the shared evaluation loop."""
 
     model_version = "opencv-grabcut"
-    progressive = False
+    progressive = None  # not applicable: every click re-segments the whole box
 
     def session(self, image: np.ndarray, prior_mask: np.ndarray | None = None) -> GrabCutSession:
         return GrabCutSession(image, prior_mask)

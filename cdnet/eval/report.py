@@ -29,7 +29,7 @@ ANCHORS: dict[str, dict[str, tuple[float | None, float | None]]] = {
 }
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
     """Write to a temporary file beside `path`, then rename: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -90,8 +90,10 @@ def markdown_report(results: Sequence[dict]) -> str:
     datasets = sorted({r["dataset"] for r in results})
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     text = (f"# NoC evaluation ({when})\n\nStandard protocol: up to {results[0]['max_clicks']} "
-            "clicks, next click at the deepest error, prediction = probs > 0.5, IoU without "
-            "ignore pixels; NoC = mean first click reaching the IoU (max if never).\n\n"
+            "clicks, next click at the deepest error, mask = probs > 0.5 (progressive on: the "
+            "progressive merge), IoU without ignore pixels; NoC = mean first click reaching "
+            "the IoU (max if never); the run of an object stops at IoU 0.90 and its later "
+            "mIoU keeps that value.\n\n"
             + markdown_table(results))
     anchors = anchors_table(datasets)
     if anchors:
@@ -122,6 +124,7 @@ def plot_curves(results: Sequence[dict], path: Path) -> None:
         ax.set_xlabel("number of clicks")
         ax.set_ylabel("mIoU")
         ax.set_ylim(0, 1)
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
@@ -139,10 +142,10 @@ def write_report(results: Sequence[dict], out_dir: str | Path, stem: str = "noc"
     out = Path(out_dir)
     paths = {"markdown": out / f"{stem}.md", "json": out / f"{stem}.json",
              "plot": out / f"{stem}.png"}
-    _atomic_write(paths["markdown"], markdown_report(results).encode())
+    atomic_write(paths["markdown"], markdown_report(results).encode())
     payload = {"generated": datetime.now(UTC).isoformat(timespec="seconds"),
                "results": list(results),
                "anchors": {m: {d: list(v) for d, v in by.items()} for m, by in ANCHORS.items()}}
-    _atomic_write(paths["json"], json.dumps(payload, indent=1).encode())
+    atomic_write(paths["json"], json.dumps(payload, indent=1).encode())
     plot_curves(results, paths["plot"])
     return paths

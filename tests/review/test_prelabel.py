@@ -35,11 +35,13 @@ def test_prelabel_20_tasks_with_two_workers(fake_ls, env, workers, capsys):
     fake_ls.tasks[4]["annotations"] = [{"id": 40, "created_at": "2026-01-02T00:00:00Z",
                                         "result": [item]}]
 
-    run_id = _run_prelabel(capsys, 7, batch=6)
-    procs = [workers.start(), workers.start()]
-    for p in procs:
-        workers.wait(p)
-        assert p.returncode == 0
+    procs = [workers.start(burst=False), workers.start(burst=False)]
+    assert cli(["prelabel", "--project", "7", "--batch-size", "6", "--wait",
+                "--poll", "0.5"]) == 0
+    out = capsys.readouterr().out
+    run_id = out.split()[1].rstrip(":")
+    assert "20/20 tasks (100%)" in out.splitlines()[-1]
+    assert all(p.poll() is None for p in procs)  # workers stay up for the next jobs
 
     assert sorted(p["task"] for p in fake_ls.predictions) == list(range(1, 21))
     versions = {p["model_version"] for p in fake_ls.predictions}
@@ -63,10 +65,9 @@ def test_prelabel_20_tasks_with_two_workers(fake_ls, env, workers, capsys):
     line = capsys.readouterr().out
     assert "20/20 tasks (100%)" in line and "4 finished" in line
 
-    # a second run skips every task: same version already there, nothing written
-    _run_prelabel(capsys, 7, batch=6)
-    assert len(fake_ls.predictions) == 20
-    assert workers.wait(workers.start()) is not None
+    # a second run skips every task: same version already there, nothing enqueued or written
+    assert cli(["prelabel", "--project", "7", "--wait", "--poll", "0.5"]) == 0
+    assert "0 task(s) to pre-label" in capsys.readouterr().out
     assert len(fake_ls.predictions) == 20
 
 

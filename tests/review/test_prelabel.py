@@ -105,8 +105,12 @@ def test_worker_killed_mid_job_retry_writes_no_duplicates(fake_ls, env, workers,
     out = workers.wait(workers.start())
     assert "Job OK" in out or "Successfully completed" in out, out
     assert sorted(p["task"] for p in fake_ls.predictions) == list(range(1, 9))  # no duplicates
-    result = Job.fetch(job_id, connection=conn).return_value()
+    job = Job.fetch(job_id, connection=conn)
+    result = job.return_value()
     assert result["written"] == 0 and result["skipped"] == 8  # LS already held the batch
+    assert job.meta["done"] == job.meta["total"] == 8 and job.meta["run"] == run_id
+    assert cli(["status", job_id]) == 0
+    assert capsys.readouterr().out.strip() == f"job {job_id}: finished 8/8"
     assert cli(["status", run_id]) == 0
     assert "8/8 tasks" in capsys.readouterr().out
 

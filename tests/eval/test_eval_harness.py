@@ -110,6 +110,7 @@ def test_grabcut_baseline_segments_a_clear_object_through_the_harness():
     assert r["spc"] > 0
 
 
+@pytest.mark.slow
 def test_grabcut_baseline_on_real_grabcut_images():
     need_dataset("grabcut")
     r = evaluate(GrabCutPredictor(), "grabcut", max_objects=2, progress=False, max_clicks=5)
@@ -126,6 +127,7 @@ def _real_predictor(progressive):
     return cdnet.load_predictor(progressive=progressive)
 
 
+@pytest.mark.slow
 def test_cdnet_predictor_runs_through_the_same_harness():
     folder = need_dataset("grabcut")
     s = Dataset(folder, max_objects=1)[0]
@@ -140,6 +142,7 @@ def test_cdnet_predictor_runs_through_the_same_harness():
         assert all(0.0 <= v <= 1.0 for v in o["ious"]) and r["spc"] > 0
 
 
+@pytest.mark.slow
 def test_shipped_model_beats_the_noc_bound_on_5_grabcut_images():
     need_dataset("grabcut")
     p = _real_predictor(False)

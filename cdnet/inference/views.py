@@ -91,15 +91,19 @@ def box_view(box: tuple[float, float, float, float], shape: tuple[int, int], siz
 
 
 def zoom_view(mask: np.ndarray, clicks: Sequence[Click], size: int) -> View:
-    """RITM-style zoom-in: around the current mask and the positive clicks."""
+    """RITM-style zoom-in: around the current mask, the positive clicks and the newest click.
+
+    The newest click is included whatever its sign: a negative click outside the object's box
+    (removing a stray blob) must be inside the frame the network sees.
+    """
     ys, xs = [], []
     rows, cols = np.any(mask, axis=1), np.any(mask, axis=0)
     if rows.any():
         r, c = np.flatnonzero(rows), np.flatnonzero(cols)
         ys += [r[0], r[-1] + 1]
         xs += [c[0], c[-1] + 1]
-    for c in clicks:
-        if c.positive:
+    for i, c in enumerate(clicks):
+        if c.positive or i == len(clicks) - 1:
             ys += [c.y, c.y + 1]
             xs += [c.x, c.x + 1]
     if not ys:

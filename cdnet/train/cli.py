@@ -22,6 +22,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--crop", type=int, default=256)
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--val-every", type=int, default=1000)
+    parser.add_argument("--threads", type=int, default=2,
+                        help="torch threads; 1 is faster when other jobs share the cores")
+    parser.add_argument("--max-error-clicks", type=int, default=3,
+                        help="simulated clicks from the model's own errors per batch (0..N)")
     parser.add_argument("--init-weights", help="start from these weights instead of ImageNet")
     parser.add_argument("--teacher", help="a larger checkpoint to distil from")
     parser.add_argument("--resume", action="store_true", help="continue <run-dir>/last.pt")
@@ -43,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig(run_dir=args.run_dir, datasets=folders, iterations=args.iterations,
                       batch_size=args.batch_size, crop=args.crop, lr=args.lr,
                       val_every=args.val_every, init_weights=args.init_weights,
-                      teacher=args.teacher)
+                      teacher=args.teacher, threads=args.threads,
+                      max_error_clicks=args.max_error_clicks)
     try:
         best = train(cfg, resume=args.resume)
     except (FileNotFoundError, ValueError) as exc:

@@ -1,0 +1,171 @@
+"""The predictor API: results, sessions, progressive locality, priors, sizes, bad input."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from cdnet import Click, SessionState
+from cdnet.inference.views import View, zoom_view
+from tests.conftest import disk_image
+
+
+def test_predict_returns_full_resolution_mask_probs_and_quality(predictor):
+    img, _ = disk_image()
+    r = predictor.predict(img, clicks=[Click(80, 100)])
+    assert r.mask.shape == img.shape[:2] and r.mask.dtype == bool
+    assert r.probs.shape == img.shape[:2] and r.probs.dtype == np.float32
+    assert 0.0 <= r.probs.min() and r.probs.max() <= 1.0
+    assert np.array_equal(r.mask, r.probs > 0.5)
+    assert 0.0 <= r.quality <= 1.0 and r.disagreement >= 0.0
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (64, 64, 1), (90, 70, 4), (3000, 4000, 3)])
+def test_any_size_and_channel_layout(predictor, shape):
+    img = np.random.default_rng(1).integers(0, 255, shape, dtype=np.uint8)
+    h, w = shape[:2]
+    s = predictor.session(img)
+    s.add_click(Click(h // 2, w // 2))
+    r = s.add_click(Click(h // 3, w // 3, positive=False))
+    assert r.mask.shape == (h, w) and r.probs.shape == (h, w)
+
+
+def test_large_image_zoom_in_costs_a_crop_not_the_image():
+    """From the second click on, the network sees a crop resized to `zoom_size`, whatever the
+    image size: a 4000x3000 photo and a 1000x1000 one give inputs of the same scale."""
+    mask = np.zeros((3000, 4000), bool)
+    mask[1000:1400, 2000:2500] = True
+    view = zoom_view(mask, [Click(1200, 2200)], 400)
+    assert max(view.out_h, view.out_w) <= 416
+    assert (view.y1 - view.y0) < 3000 and (view.x1 - view.x0) < 4000
+
+
+def test_prior_with_no_clicks_returns_the_prior(predictor):
+    img, mask = disk_image()
+    prior = np.zeros_like(mask)
+    prior[60:100, 70:130] = True
+    r = predictor.predict(img, clicks=[], prior_mask=prior)
+    assert np.array_equal(r.mask, prior)
+    s = predictor.session(img, prior_mask=prior.astype(np.uint8) * 255)
+    assert np.array_equal(s.result.mask, prior) and s.clicks == ()
+
+
+def _components_touching(changed: np.ndarray, click: Click, radius: int) -> np.ndarray:
+    _, labels = cv2.connectedComponents(changed.astype(np.uint8), connectivity=8)
+    disk = np.zeros_like(changed)
+    cv2.circle(disk.view(np.uint8), (int(click.x), int(click.y)), radius, 1, -1)
+    ids = np.unique(labels[disk & changed])
+    return np.isin(labels, ids[ids > 0])
+
+
+@pytest.mark.parametrize("positive", [True, False])
+def test_progressive_click_changes_only_the_region_it_touches(predictor, positive):
+    img, _ = disk_image(240, 320, 120, 160, 50)
+    prior = np.zeros(img.shape[:2], bool)
+    prior[20:60, 20:80] = True  # a far-away region fixed earlier (another tool, a pre-label)
+    prior[100:140, 140:180] = True
+    s = predictor.session(img, prior_mask=prior)
+    click = Click(120, 200, positive=positive)
+    r = s.add_click(click)
+    changed = r.mask != prior
+    assert np.array_equal(r.mask[20:60, 20:80], prior[20:60, 20:80])
+    radius = int(np.ceil(5 / min(zoom_view(prior, [click], 400).scale))) + 1
+    allowed = _components_touching(changed, click, radius)
+    assert not (changed & ~allowed).any(), "pixels changed outside the click's region of change"
+
+
+def test_progressive_off_is_the_global_academic_behaviour():
+    """Off: every pixel of the network's crop is taken (mask == probs > 0.5 everywhere).
+    On: the prior's far-away region survives even where the network's crop disagrees."""
+    from cdnet import load_predictor
+
+    off = load_predictor(progressive=False)
+    img, _ = disk_image(240, 320, 120, 160, 50)
+    prior = np.zeros(img.shape[:2], bool)
+    prior[100:140, 140:180] = True
+    prior[200:230, 20:40] = True
+    click = Click(120, 200)
+    r_off = off.session(img, prior_mask=prior).add_click(click)
+    assert np.array_equal(r_off.mask, r_off.probs > 0.5)
+    view = zoom_view(prior, [click], off.zoom_size)
+    outside = np.ones_like(prior)
+    outside[view.y0 : view.y1, view.x0 : view.x1] = False
+    assert np.array_equal(r_off.mask[outside], prior[outside])
+
+
+def test_session_undo_and_state_round_trip(predictor):
+    img, _ = disk_image()
+    s = predictor.session(img)
+    first = s.add_click(Click(80, 100))
+    s.add_click(Click(10, 10, positive=False))
+    assert len(s.clicks) == 2
+    back = s.undo()
+    assert s.clicks == (Click(80, 100),) and np.array_equal(back.mask, first.mask)
+
+    blob = s.state.to_bytes()
+    resumed = predictor.session(img, state=SessionState.from_bytes(blob))
+    assert resumed.clicks == s.clicks and np.array_equal(resumed.result.mask, first.mask)
+    resumed.add_click(Click(20, 150, positive=False))
+    assert len(resumed.clicks) == 2
+    replayed = resumed.undo()  # a fresh process has no history: undo replays remaining clicks
+    assert resumed.clicks == (Click(80, 100),) and replayed.mask.shape == first.mask.shape
+
+
+def test_box_limits_the_mask(predictor):
+    img, _ = disk_image()
+    r = predictor.predict(img, box=(40, 60, 120, 140))
+    assert not r.mask[:40].any() and not r.mask[120:].any()
+    assert not r.mask[:, :60].any() and not r.mask[:, 140:].any()
+
+
+def test_score_mask_is_a_probability(predictor):
+    img, mask = disk_image()
+    q = predictor.score_mask(img, mask)
+    assert 0.0 <= q <= 1.0
+
+
+def test_view_transforms_invert():
+    v = View.fit(10, 20, 110, 220, 400)
+    assert v.out_w % 16 == 0 and v.out_h % 16 == 0
+    (c,) = v.transform_clicks([Click(60, 120)])
+    sy, sx = v.scale
+    assert abs((c.y + 0.5) / sy - 0.5 + 10 - 60) < 1e-6
+    back = v.inv_transform(np.ones((v.out_h, v.out_w), np.float32), np.zeros((200, 300)))
+    assert back[10:110, 20:220].all() and back.sum() == 100 * 200
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda p, img: p.predict(img.astype(np.int64), [Click(5, 5)]), "dtype"),
+        (lambda p, img: p.predict(img[:, :, :2], [Click(5, 5)]), "shape"),
+        (lambda p, img: p.predict(np.zeros((0, 10, 3), np.uint8), [Click(0, 0)]), "empty"),
+        (lambda p, img: p.predict(img, [Click(500, 5)]), "outside"),
+        (lambda p, img: p.predict(img, [Click(-1, 5)]), "outside"),
+        (lambda p, img: p.predict(img, [Click(float("nan"), 5)]), "finite"),
+        (lambda p, img: p.predict(img, [], prior_mask=np.zeros((10, 10), bool)), "shape"),
+        (lambda p, img: p.predict(img, [], box=(500, 500, 600, 600)), "box"),
+        (lambda p, img: p.predict(img * 2.0, [Click(5, 5)]), r"\[0, 1\]"),
+        (lambda p, img: p.session(img, state=SessionState.from_bytes(b"junk")), "session"),
+    ],
+)
+def test_bad_input_raises_value_error(predictor, call, message):
+    img, _ = disk_image()
+    with pytest.raises(ValueError, match=message):
+        call(predictor, img)
+
+
+def test_negative_click_far_outside_the_object_box_is_handled(predictor):
+    """Regression: a negative click outside the zoom box of mask + positive clicks used to
+    index outside the crop in the progressive merge."""
+    img, _ = disk_image(300, 400, 60, 60, 30)
+    prior = np.zeros(img.shape[:2], bool)
+    prior[40:80, 40:80] = True
+    prior[250:270, 350:370] = True  # a stray blob far away
+    s = predictor.session(img, prior_mask=prior)
+    s.add_click(Click(60, 60))
+    r = s.add_click(Click(290, 395, positive=False))  # beyond every box so far
+    assert r.mask.shape == prior.shape
+    view = zoom_view(prior, [Click(60, 60), Click(290, 395, positive=False)], 400)
+    assert view.y0 <= 290 < view.y1 and view.x0 <= 395 < view.x1

@@ -200,3 +200,12 @@ def test_report_table_lists_every_result(tmp_path):
     paths = write_report(rs, tmp_path, "x")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.json", "x.md", "x.png"]
     assert paths["json"].exists()
+
+
+def test_evaluate_accepts_a_factory_and_rejects_non_predictors():
+    r = evaluate(lambda: DiskSegmenter(8), [disk_sample()], progress=False)
+    assert r["method"] == "disks" and r["noc90"] == 1
+    with pytest.raises(ValueError, match="predictor"):
+        evaluate(42, [disk_sample()], progress=False)
+    with pytest.raises(ValueError, match="without .session"):
+        evaluate(lambda: 42, [disk_sample()], progress=False)

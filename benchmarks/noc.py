@@ -7,11 +7,12 @@ GrabCut and Berkeley, with the same harness and clicks, beside the published anc
 Writes `noc_<mode>.md/.json/.png` to --out and prints the table with the anchors. The anchors
 are reference text copied from the papers' READMEs (see cdnet/eval/report.py), not measured here.
 
-Why the baseline cache: GrabCut costs ~1-2 s per click on this machine's CPU (about half an hour
-for both datasets), and it does not change when the model is retrained. Its results are kept in
-`<out>/grabcut_baseline_<dataset>_<mode>.json` with a key of every setting that affects them
-(GrabCut constants, max clicks, objects, prior seed/IoU, dataset file list) and reused only
-when that key matches exactly.
+Why the baseline cache: GrabCut costs ~1-3 s per click on this machine's shared CPU (an hour or
+more for both datasets), and it does not change when the model is retrained. Each finished
+object is appended to `<out>/grabcut_baseline_<dataset>_<mode>.jsonl`, whose first line is a key
+of every setting that affects the numbers (GrabCut constants and code, max clicks, objects,
+prior seed/IoU, dataset file list); a later run reuses those objects only when the key matches
+exactly, so an interrupted baseline resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -35,30 +36,44 @@ DATASETS = ("grabcut", "berkeley")
 
 
 def baseline_key(ds: Dataset, mode: str, args: argparse.Namespace) -> str:
-    """Everything the baseline's numbers depend on, hashed."""
+    """Everything the baseline's per-object numbers depend on, hashed (not --max-objects: a
+    shorter run reuses the first objects of a longer one and vice versa)."""
     parts = {
         "gc": [gcb.ITERATIONS, gcb.DISK_RADIUS, gcb.EXPAND, gcb.MIN_MARGIN, gcb.RING,
                gcb.RING_MIN],
-        "mode": mode, "max_clicks": MAX_CLICKS, "objects": len(ds),
+        "mode": mode, "max_clicks": MAX_CLICKS,
         "prior": [args.prior_iou, args.seed] if mode == "prior" else None,
-        "files": sorted(p.name for p in (ds.root / "masks").glob("*.png"))[: len(ds)],
+        "files": sorted(p.name for p in (ds.root / "masks").glob("*.png")),
         "code": hashlib.sha256(Path(gcb.__file__).read_bytes()).hexdigest()[:16],
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
 
 
 def run_baseline(ds: Dataset, mode: str, args: argparse.Namespace) -> dict:
-    cache = Path(args.out) / f"grabcut_baseline_{ds.name}_{mode}.json"
+    """The GrabCut baseline on `ds`, resumed object by object from the cache when it matches."""
+    cache = Path(args.out) / f"grabcut_baseline_{ds.name}_{mode}.jsonl"
     key = baseline_key(ds, mode, args)
+    done: dict[str, dict] = {}
     if args.baseline_cache and cache.is_file():
-        cached = json.loads(cache.read_text())
-        if cached.get("key") == key:
-            print(f"{ds.name}: reusing the GrabCut baseline from {cache}", flush=True)
-            return cached["result"]
-    r = evaluate(gcb.GrabCutPredictor(), ds, mode, prior_iou=args.prior_iou, seed=args.seed,
-                 label="opencv-grabcut")
-    atomic_write(cache, json.dumps({"key": key, "result": r}).encode())
-    return r
+        lines = cache.read_text().splitlines()
+        if lines and json.loads(lines[0]).get("key") == key:
+            for line in lines[1:]:
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError:  # a line cut short by an interrupted run
+                    continue
+                done[obj["name"]] = obj
+            print(f"{ds.name}: reusing {len(done)} GrabCut baseline objects from {cache}",
+                  flush=True)
+    if not done:
+        atomic_write(cache, (json.dumps({"key": key}) + "\n").encode())
+
+    def append(obj: dict) -> None:
+        with open(cache, "a") as f:
+            f.write(json.dumps(obj) + "\n")
+
+    return evaluate(gcb.GrabCutPredictor(), ds, mode, prior_iou=args.prior_iou, seed=args.seed,
+                    label="opencv-grabcut", done=done, on_object=append)
 
 
 def main() -> int:

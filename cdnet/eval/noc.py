@@ -16,7 +16,7 @@ per-image work, plus every `add_click`) divided by the number of clicks.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,14 @@ class ObjectRun:
         if self.prior_iou is not None:
             d["prior_iou"] = round(self.prior_iou, 5)
         return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ObjectRun:
+        """The inverse of `to_dict` (IoUs rounded to 5 decimals), to resume a long run."""
+        return cls(str(d["name"]), [float(v) for v in d["ious"]],
+                   [Click(int(y), int(x), bool(pos)) for y, x, pos in d["clicks"]],
+                   float(d["seconds"]), None if d.get("prior_iou") is None
+                   else float(d["prior_iou"]))
 
 
 def _prediction(result: Any) -> np.ndarray:
@@ -145,6 +153,8 @@ def evaluate(
     seed: int = 0,
     label: str | None = None,
     progressive: bool | None = None,
+    done: Mapping[str, Mapping[str, Any]] | None = None,
+    on_object: Callable[[dict], None] | None = None,
 ) -> dict:
     """Run the NoC protocol of `predictor` on `dataset` and return its summary as a dict.
 
@@ -157,6 +167,9 @@ def evaluate(
     click, (prior mode) the IoU gain after 1 and 3 clicks, and every object's IoUs and clicks.
     Comparing a candidate with the serving model: call this twice on the same dataset and mode
     and compare `noc90` (lower is better).
+    Resuming a long run: `done` maps object names to `per_object` entries of an earlier run
+    with the same settings, which are reused instead of recomputed; `on_object` is called with
+    each newly computed entry (e.g. to append it to a file).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -168,10 +181,15 @@ def evaluate(
     bar = tqdm(samples, total=n, desc=f"{label or getattr(p, 'model_version', 'model')} {name}",
                unit="obj", disable=not progress, leave=False)
     for sample in bar:
+        if done is not None and sample.name in done:
+            runs.append(ObjectRun.from_dict(done[sample.name]))
+            continue
         prior = None
         if mode == "prior":
             prior = degrade(sample.gt, prior_iou, seed, sample.name, sample.ignore)
         runs.append(run_object(p, sample, prior, max_clicks, stop_iou))
+        if on_object is not None:
+            on_object(runs[-1].to_dict())
         bar.set_postfix(noc90=f"{summarize([r.ious for r in runs], max_clicks)['noc90']:.2f}")
     bar.close()
     if not runs:

@@ -209,3 +209,17 @@ def test_evaluate_accepts_a_factory_and_rejects_non_predictors():
         evaluate(42, [disk_sample()], progress=False)
     with pytest.raises(ValueError, match="without .session"):
         evaluate(lambda: 42, [disk_sample()], progress=False)
+
+
+def test_a_run_resumes_from_finished_objects():
+    samples = [disk_sample("a"), disk_sample("b", r=6)]
+    saved: list = []
+    first = evaluate(DiskSegmenter(0), samples, progress=False, max_clicks=4,
+                     on_object=saved.append)
+    assert [o["name"] for o in saved] == ["a", "b"] and saved == first["per_object"]
+    # object "a" comes from the earlier run (4 failed clicks), "b" is computed anew (1 click)
+    resumed = evaluate(DiskSegmenter(8), samples, progress=False, max_clicks=4,
+                       done={"a": saved[0]}, on_object=saved.append)
+    assert resumed["per_object"][0] == saved[0]
+    assert len(resumed["per_object"][1]["clicks"]) == 1 and len(saved) == 3
+    assert resumed["noc90"] == pytest.approx((4 + 1) / 2)

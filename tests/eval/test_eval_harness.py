@@ -212,7 +212,7 @@ def test_evaluate_accepts_a_factory_and_rejects_non_predictors():
 
 
 def test_a_run_resumes_from_finished_objects():
-    samples = [disk_sample("a"), disk_sample("b", r=6)]
+    samples = [disk_sample("a"), disk_sample("b", centre=(18, 22))]
     saved: list = []
     first = evaluate(DiskSegmenter(0), samples, progress=False, max_clicks=4,
                      on_object=saved.append)

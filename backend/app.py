@@ -17,6 +17,7 @@ from backend.errors import register_error_handlers
 from backend.model import ModelHolder
 from backend.routes import hooks, ml, status
 from backend.service import Backend
+from cdnet.registry import serving_key
 from cdnet.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -25,17 +26,10 @@ PredictorLoader = Callable[[Settings], Any]
 
 
 def default_loader(settings: Settings) -> Any:
-    """The bundled (or MODEL_PATH) predictor, configured from settings."""
-    from cdnet import load_predictor
+    """MODEL_PATH, else the registry's promoted version, else the bundled weights."""
+    from cdnet.registry import load_serving_predictor
 
-    return load_predictor(
-        settings.model_path or None,
-        progressive=settings.progressive,
-        backend=settings.inference_backend,
-        base_size=settings.base_size,
-        zoom_size=settings.zoom_size,
-        threads=settings.torch_threads,
-    )
+    return load_serving_predictor(settings)
 
 
 def create_app(
@@ -47,7 +41,9 @@ def create_app(
     app = Flask("clicksmith")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.json.sort_keys = False
-    app.extensions["clicksmith"] = Backend(settings, ModelHolder(lambda: loader(settings)))
+    watch = None if predictor_loader else (lambda: serving_key(settings))
+    holder = ModelHolder(lambda: loader(settings), watch=watch)
+    app.extensions["clicksmith"] = Backend(settings, holder)
     register_error_handlers(app)
     for blueprint in (status, ml, hooks):
         app.register_blueprint(blueprint)

@@ -18,10 +18,24 @@ log = logging.getLogger(__name__)
 
 
 class ModelHolder:
-    """Loads the predictor once in a daemon thread; `get` waits for it."""
+    """Loads the predictor in a daemon thread; `get` waits for it.
 
-    def __init__(self, loader: Callable[[], Any]) -> None:
+    With `watch` (a function returning what identifies the weights that should serve, e.g. the
+    registry pointer's mtime), `get` checks it every `check_every` seconds and, when it changed,
+    loads the new version in the background while the old one keeps answering: a promoted
+    model is picked up without a restart and without a slow request.
+    """
+
+    def __init__(self, loader: Callable[[], Any], watch: Callable[[], object] | None = None,
+                 check_every: float = 2.0) -> None:
         self._loader = loader
+        self._watch = watch
+        self._check_every = check_every
+        self._checked_at = time.monotonic()
+        self._reloading = threading.Lock()
+        self._key: object = None
+        self._key = self._current_key()
+        self.reload_error: str | None = None
         self._ready = threading.Event()
         self.predictor: Any = None
         self.error: str | None = None
@@ -55,4 +69,37 @@ class ModelHolder:
             raise ApiError(503, "the model is still loading; retry in a few seconds")
         if self.predictor is None:
             raise ApiError(503, f"the model could not be loaded: {self.error}")
+        self._maybe_reload()
         return self.predictor
+
+    def _current_key(self) -> object:
+        if self._watch is None:
+            return None
+        try:
+            return self._watch()
+        except (OSError, ValueError) as exc:  # a broken registry must not break serving
+            self.reload_error = f"{type(exc).__name__}: {exc}"
+            log.error("cannot read which model should serve: %s", exc)
+            return self._key
+
+    def _maybe_reload(self) -> None:
+        if self._watch is None or time.monotonic() - self._checked_at < self._check_every:
+            return
+        self._checked_at = time.monotonic()
+        key = self._current_key()
+        if key == self._key or not self._reloading.acquire(blocking=False):
+            return
+        threading.Thread(target=self._reload, args=(key,), name="clicksmith-reload",
+                         daemon=True).start()
+
+    def _reload(self, key: object) -> None:
+        try:
+            predictor = self._loader()
+        except Exception as exc:  # keep serving the old model; report on /health
+            log.exception("reloading the model failed; the previous version keeps serving")
+            self.reload_error = f"{type(exc).__name__}: {exc}"
+        else:
+            self.predictor, self._key, self.reload_error = predictor, key, None
+            log.info("now serving %s", self.model_version)
+        finally:
+            self._reloading.release()

@@ -20,6 +20,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from cdnet.fileio import atomic_write_bytes, atomic_write_json
 from cdnet.settings import REPO_ROOT, Settings
 
 WEIGHTS_NAME = "weights.pt"
@@ -29,25 +30,6 @@ _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 def registry_root(settings: Settings) -> Path:
     root = Path(settings.model_registry)
     return root if root.is_absolute() else REPO_ROOT / root
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same directory, fsync, then os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, obj: object) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
 def check_version(version: str) -> str:
@@ -126,3 +108,27 @@ def promote(settings: Settings, version: str) -> None:
     if not (version_dir(settings, version) / WEIGHTS_NAME).is_file():
         raise ValueError(f"cannot promote {version!r}: no weights in the registry")
     atomic_write_bytes(pointer_path(settings), (version + "\n").encode())
+
+
+def serving_weights(settings: Settings) -> Path | None:
+    """MODEL_PATH when set, else the registry's serving version, else None (bundled)."""
+    if settings.model_path:
+        return Path(settings.model_path)
+    return current_weights_path(settings)
+
+
+def serving_key(settings: Settings) -> tuple:
+    """Changes whenever the weights that should serve change: pollers reload on a new key."""
+    path = serving_weights(settings)
+    return (str(path) if path else None, pointer_mtime(settings),
+            path.stat().st_mtime_ns if path and path.exists() else None)
+
+
+def load_serving_predictor(settings: Settings):
+    """The predictor for the weights that should serve now, configured from settings."""
+    from cdnet import load_predictor
+
+    return load_predictor(
+        serving_weights(settings), progressive=settings.progressive,
+        backend=settings.inference_backend, base_size=settings.base_size,
+        zoom_size=settings.zoom_size, threads=settings.torch_threads)

@@ -23,6 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from cdnet.fileio import atomic_write_bytes
 from cdnet.settings import REPO_ROOT, Settings, load_settings
 from review.ls import (
     ProjectConfig,
@@ -34,7 +35,6 @@ from review.ls import (
     task_image_url,
 )
 from review.masks import brush_regions, iou
-from review.registry import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 HANDLED = {"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED",

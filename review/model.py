@@ -9,36 +9,21 @@ without restarting the worker.
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
+from cdnet import registry
 from cdnet.settings import Settings
-from review import registry
 
 _lock = threading.Lock()
 _cached: tuple[tuple, object] | None = None
 
 
-def weights_path(settings: Settings) -> Path | None:
-    """MODEL_PATH when set, else the registry's serving version, else None (bundled)."""
-    if settings.model_path:
-        return Path(settings.model_path)
-    return registry.current_weights_path(settings)
-
-
 def get_predictor(settings: Settings):
     """The cached predictor for the weights that should serve now."""
     global _cached
-    path = weights_path(settings)
-    key = (str(path) if path else None, registry.pointer_mtime(settings),
-           path.stat().st_mtime_ns if path else None)
+    key = registry.serving_key(settings)
     with _lock:
         if _cached is None or _cached[0] != key:
-            from cdnet import load_predictor
-
-            _cached = (key, load_predictor(
-                path, progressive=settings.progressive, backend=settings.inference_backend,
-                base_size=settings.base_size, zoom_size=settings.zoom_size,
-                threads=settings.torch_threads))
+            _cached = (key, registry.load_serving_predictor(settings))
         return _cached[1]
 
 

@@ -19,11 +19,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from cdnet.fileio import atomic_write_bytes
 from cdnet.settings import Settings
 from review.ls import client_for, fetch_image, list_tasks, project_config, task_image_url
 from review.masks import newest_mask
 from review.model import get_predictor
-from review.registry import atomic_write_bytes
 
 THUMB = 192
 FIELDS = ("rank", "task", "score", "source", "label", "width", "height", "link", "error")

@@ -26,10 +26,9 @@ import zlib
 from collections.abc import Callable
 from pathlib import Path
 
+from cdnet import registry
 from cdnet.settings import Settings, load_settings
-from review import registry
 from review.corrections import corrections_root, project_dir, read_manifest
-from review.model import weights_path
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +167,7 @@ def _not_worse(candidate: dict, current: dict, tolerance: float) -> bool:
 
 
 def _base_weights(settings: Settings) -> Path:
-    path = weights_path(settings)
+    path = registry.serving_weights(settings)
     if path is not None:
         return path
     from cdnet.model.io import BUNDLED_WEIGHTS
@@ -240,7 +239,7 @@ def _run(settings: Settings, project_id: int | None, iterations: int, finetune: 
                          iterations)
     if not Path(candidate).is_file():
         raise RetrainError(f"fine-tuning reported {candidate} but wrote no file")
-    serving = weights_path(settings)
+    serving = registry.serving_weights(settings)
     metrics: dict = {}
     for name, folder in eval_sets.items():
         metrics[name] = {"candidate": evaluate(Path(candidate), folder),

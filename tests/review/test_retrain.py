@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from cdnet.settings import load_settings
-from review import registry
+from cdnet import registry
 from review.model import get_predictor
 from review.retrain import RetrainError, retrain_job
 from tests.review.lsfake import blob_image

@@ -11,11 +11,15 @@ no box and a box request no keypoints; the session carries the others over):
   the base prior; clicks then refine that.
 - no session → the base prior is the newest brush region of this label on the task (drafts,
   annotations, predictions), so clicks refine what the annotator already has.
+- a session, and that newest task region is not a mask this session answered → the annotator
+  edited the answer in Label Studio (brush eraser or brush): it becomes the current mask.
+- tool controls (backend.tools: superpixel, lasso, refine) edit the current mask; every edited
+  pixel (strokes and adopted edits included) is locked against later clicks.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -24,6 +28,7 @@ from backend.errors import ApiError
 from backend.masks import pack_mask, rle_to_mask, unpack_mask
 from backend.prompts import Prompt
 from backend.sessions import SessionRecord
+from backend.tools import Locks, mask_digest, remember, run_tools
 from cdnet.clicks import Click
 
 
@@ -33,8 +38,9 @@ class Outcome:
 
     mask: np.ndarray
     quality: float
-    kind: str  # new | extend | recompute | repeat | stroke | box
+    kind: str  # new | extend | recompute | repeat | stroke | box | adopt | superpixel | lasso...
     clicks_run: int
+    path: np.ndarray | None = None  # an open edge lasso's snapped path, (N, 2) (y, x) pixels
 
 
 def click_key(c: dict) -> tuple[float, float, bool]:
@@ -42,7 +48,17 @@ def click_key(c: dict) -> tuple[float, float, bool]:
 
 
 def find_seed(task: dict, prompt: Prompt, height: int, width: int) -> np.ndarray | None:
-    """The newest brush region of the prompt's label and control in the task, as a mask.
+    """The newest brush region of the prompt's label and control in the task, as a mask."""
+    for item in task_regions(task, prompt, height, width):
+        try:
+            return rle_to_mask(item["value"]["rle"], height, width)
+        except ValueError:
+            continue  # a corrupt stored region is no reason to refuse the click
+    return None
+
+
+def task_regions(task: dict, prompt: Prompt, height: int, width: int) -> list[dict]:
+    """The brush regions of the prompt's label and control in the task, newest first.
 
     Containers (drafts, annotations, predictions) are ordered by their update time, newest
     last; within one, the last matching region wins. Regions of another image size are skipped.
@@ -59,12 +75,8 @@ def find_seed(task: dict, prompt: Prompt, height: int, width: int) -> np.ndarray
             for item in container.get("result") or []:
                 if _is_region_of(item, prompt, height, width):
                     candidates.append((stamp, rank, item))
-    for _, _, item in sorted(candidates, key=lambda c: (c[0], c[1]), reverse=True):
-        try:
-            return rle_to_mask(item["value"]["rle"], height, width)
-        except ValueError:
-            continue  # a corrupt stored region is no reason to refuse the click
-    return None
+    ordered = sorted(enumerate(candidates), key=lambda c: (c[1][0], c[1][1], c[0]), reverse=True)
+    return [c[1][2] for c in ordered]
 
 
 def _is_region_of(item: Any, prompt: Prompt, height: int, width: int) -> bool:
@@ -85,8 +97,9 @@ def _is_region_of(item: Any, prompt: Prompt, height: int, width: int) -> bool:
 class Engine:
     """Runs prompts against the predictor with a session record; pure apart from the predictor."""
 
-    def __init__(self, predictor: Any) -> None:
+    def __init__(self, predictor: Any, superpixel_size: int = 16) -> None:
         self.p = predictor
+        self.superpixel_size = superpixel_size
 
     def run(
         self,
@@ -96,7 +109,12 @@ class Engine:
         prompt: Prompt,
         record: SessionRecord | None,
         seed: np.ndarray | None,
+        task_region: list | None = None,
+        cache: dict | None = None,
     ) -> tuple[Outcome, SessionRecord]:
+        """`seed`: the task's newest region when there is no session; `task_region`: its RLE
+        when there is one (adopted when it is not a mask this session answered); `cache`: per
+        image storage for the tools (superpixels)."""
         from cdnet import SessionState
 
         h, w = shape
@@ -124,6 +142,18 @@ class Engine:
                 record.box = list(rec_box)
                 kind = "box"
         clicks_run = 0
+        locks = Locks.load(record.locks[0], record.locks[1], shape)
+        if rec_box is not None and kind == "box":
+            locks.limit(_box_mask(rec_box, shape))
+        seen = list(record.extra.get("seen", []))
+        if kind == "new" and seed is not None:
+            seen = remember(seen, mask_digest(seed))
+        elif task_region is not None and kind != "new":
+            edited = self._edited_region(task_region, shape, seen)
+            if edited is not None:
+                seen = remember(seen, mask_digest(edited))
+                session, base = self._edit(image, session, base, edited, locks, rec_box)
+                kind = "adopt"
 
         applied = set(record.extra.get("strokes", []))
         fresh = [s for s in prompt.strokes if s.digest not in applied]
@@ -138,6 +168,7 @@ class Engine:
                 else:
                     current &= ~m
                     base &= ~m
+                locks.fix(m, s.positive)
             if rec_box is not None:
                 inside = _box_mask(rec_box, shape)
                 current &= inside
@@ -146,11 +177,25 @@ class Engine:
             record.extra["strokes"] = sorted(applied | {s.digest for s in fresh})
             kind = "stroke"
 
+        acted = False
+        path = None
+        if prompt.tool_points or prompt.refines:
+            rgb = self.p.prepare(image).rgb
+            tools = run_tools(rgb, session.result.mask, prompt, record.extra, locks, cache,
+                              self.superpixel_size)
+            path = tools.path
+            if tools.kinds:
+                acted = True
+                session, base = self._edit(image, session, base, tools.mask, None, rec_box)
+                kind = tools.kinds[-1]
+
         if prompt.has_points:
             wanted = [c.to_dict() for c in prompt.clicks(h, w)]
             have = [click_key(c) for c in record.clicks]
             kept = [k for k in (click_key(c) for c in wanted) if k in have]
             new = [c for c in wanted if click_key(c) not in have]
+            for c in new:  # a click right on a locked pixel of the other polarity frees it
+                locks.release_at(float(c["y"]), float(c["x"]), bool(c["positive"]))
             if kept == have or not kept:
                 # extension, or auto-accept: the accepted regions are gone, only new clicks came
                 for c in new:
@@ -167,7 +212,7 @@ class Engine:
                 clicks_run += len(replay)
                 record.clicks = wanted
                 kind = "recompute"
-        elif kind in ("new", "box") and not fresh:
+        elif kind in ("new", "box") and not fresh and not acted and not prompt.tool_points:
             # a bare box: the network's guess of the boxed object (its centre click implied)
             if rec_box is None:
                 raise ApiError(400, "the context holds no keypoint, box or brush stroke")
@@ -178,9 +223,39 @@ class Engine:
             clicks_run += 1
 
         result = session.result
+        final = locks.apply(result.mask)
+        if rec_box is not None:
+            final &= _box_mask(rec_box, shape)
+        if not np.array_equal(final, result.mask):
+            session = self.p.session(image, state=replace(session.state, mask=final))
         record.state = session.state.to_bytes()
         record.base = pack_mask(base) if base is not None else b""
-        return Outcome(result.mask, float(result.quality), kind, clicks_run), record
+        record.locks = locks.dump()
+        record.extra["seen"] = remember(seen, mask_digest(final))
+        return Outcome(final, float(result.quality), kind, clicks_run, path), record
+
+    @staticmethod
+    def _edited_region(rle: list, shape: tuple[int, int], seen: list) -> np.ndarray | None:
+        """The task's newest region when it is none of the masks this session answered."""
+        try:
+            mask = rle_to_mask(rle, shape[0], shape[1])
+        except ValueError:
+            return None  # a corrupt stored region is no reason to refuse the request
+        return None if mask_digest(mask) in seen else mask
+
+    def _edit(self, image: Any, session: Any, base: np.ndarray | None, new: np.ndarray,
+              locks: Locks | None, box: Any) -> tuple[Any, np.ndarray]:
+        """The session continued from mask `new` (its clicks kept), and the base prior with the
+        same pixels added and removed; `locks` given: the changed pixels are locked."""
+        if box is not None:
+            new = new & _box_mask(box, new.shape)
+        current = session.result.mask
+        added, removed = new & ~current, current & ~new
+        if locks is not None:
+            locks.fix(added | removed, new)
+        base = np.zeros(new.shape, bool) if base is None else base
+        base = (base | added) & ~removed
+        return self.p.session(image, state=replace(session.state, mask=new.copy())), base
 
     def _new_session(self, image: Any, base: np.ndarray | None, box: Any) -> Any:
         return self.p.session(image, prior_mask=base, box=box)

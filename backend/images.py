@@ -14,7 +14,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -36,6 +36,7 @@ class CachedImage:
     prepared: Any  # cdnet.PreparedImage
     height: int
     width: int
+    tools: dict = field(default_factory=dict)  # per-image tool work (superpixels), backend.tools
 
 
 def _is_jwt(token: str) -> bool:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from label_studio_sdk.label_interface import LabelInterface
 
+from backend.tools import tool_of
+
 
 class ConfigError(ValueError):
     """The labeling config lacks what the backend needs; the message names what is missing."""
@@ -25,6 +27,7 @@ class Control:
     name: str
     tag: str
     labels: tuple[str, ...]
+    tool: str | None = None  # superpixel | lasso | refine by the name (backend.tools), else None
 
 
 @dataclass(frozen=True)
@@ -34,7 +37,7 @@ class ImageTarget:
     name: str
     value_key: str  # the task data field holding the image URL
     brushes: tuple[Control, ...]
-    prompts: tuple[Control, ...]  # KeyPointLabels and RectangleLabels
+    prompts: tuple[Control, ...]  # KeyPointLabels, RectangleLabels and tool controls
     polygons: tuple[Control, ...]
 
     def brush_for(self, label: str) -> Control | None:
@@ -90,15 +93,17 @@ def _parse_cached(xml: str) -> ProjectConfig:
     for c in interface.controls:
         if c.tag not in _ALL_TAGS:
             continue
-        control = Control(c.name, c.tag, tuple(c.labels or ()))
+        control = Control(c.name, c.tag, tuple(c.labels or ()), tool_of(c.name, c.tag))
         controls[c.name] = control
+        bucket = "RefineBrush" if control.tool == "refine" else c.tag  # never receives the mask
         for to_name in c.to_name or ():
             if to_name in by_image:
-                by_image[to_name].setdefault(c.tag, []).append(control)
+                by_image[to_name].setdefault(bucket, []).append(control)
     targets: dict[str, ImageTarget] = {}
     for name, tags in by_image.items():
         brushes = tuple(tags.get("BrushLabels", ()))
-        prompts = tuple(tags.get("KeyPointLabels", ())) + tuple(tags.get("RectangleLabels", ()))
+        prompts = (tuple(tags.get("KeyPointLabels", ())) + tuple(tags.get("RectangleLabels", ()))
+                   + tuple(tags.get("RefineBrush", ())))
         if not brushes:
             continue
         value = str(getattr(images[name], "value", "") or "")

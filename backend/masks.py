@@ -41,29 +41,39 @@ def rle_to_mask(rle: object, height: int, width: int) -> np.ndarray:
     return flat.reshape(height, width, 4)[:, :, 3] > 127
 
 
-def mask_to_polygons(mask: np.ndarray, min_area: float = 16.0) -> list[list[list[float]]]:
-    """Outer contours of `mask`, simplified, as lists of [x%, y%] points (largest first).
+def mask_to_polygons(mask: np.ndarray, min_area: float = 16.0,
+                     min_iou: float = 0.98) -> list[list[list[float]]]:
+    """The mask's parts as Label Studio polygons: lists of [x%, y%] points, largest first.
 
-    Why approxPolyDP with an epsilon proportional to the perimeter: a pixel-exact contour has
-    thousands of vertices that make the Label Studio editor sluggish; 0.2 % of the perimeter
-    keeps the shape within about a pixel on typical objects.
+    Simplified by cdnet.tools.polygons with the coarsest tolerance that keeps IoU >= `min_iou`
+    (few vertices keep the editor responsive); holes are joined to their part's outline through
+    a zero-width bridge, since Label Studio polygons have no holes. Parts smaller than
+    `min_area` pixels are left out when the rest still meets `min_iou` (specks would each be a
+    region to delete).
     """
+    from cdnet.tools.polygons import iou, keyhole_ring, mask_to_parts
+
+    mask = mask.astype(bool)
     h, w = mask.shape
-    contours, _ = cv2.findContours(
-        mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
-    )
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    small = [k for k in range(1, n) if stats[k, cv2.CC_STAT_AREA] < min_area]
+    kept = mask & ~np.isin(labels, small) if small else mask
+    if small and iou(kept, mask) < min_iou:
+        kept = mask
     polygons = []
-    for contour in sorted(contours, key=cv2.contourArea, reverse=True):
-        if cv2.contourArea(contour) < min_area:
+    for part in mask_to_parts(kept, min_iou=min_iou, keyhole=True):
+        ring = keyhole_ring(part)
+        if len(ring) < 3:
             continue
-        eps = max(0.5, 0.002 * cv2.arcLength(contour, True))
-        approx = cv2.approxPolyDP(contour, eps, True).reshape(-1, 2)
-        if len(approx) < 3:
-            continue
-        polygons.append(
-            [[float(x) * 100.0 / w, float(y) * 100.0 / h] for x, y in approx.tolist()]
-        )
+        polygons.append([[float(x) * 100.0 / w, float(y) * 100.0 / h] for x, y in ring.tolist()])
     return polygons
+
+
+def path_points(path: np.ndarray, tolerance: float = 1.0) -> list[tuple[float, float]]:
+    """An (N, 2) (y, x) pixel path as simplified (x, y) points for an open polygon."""
+    pts = np.ascontiguousarray(path[:, ::-1], dtype=np.int32).reshape(-1, 1, 2)
+    approx = cv2.approxPolyDP(pts, tolerance, False).reshape(-1, 2)
+    return [(float(x), float(y)) for x, y in approx.tolist()]
 
 
 def pack_mask(mask: np.ndarray) -> bytes:

@@ -48,6 +48,20 @@ class Stroke:
 
 
 @dataclass
+class ToolPoint:
+    """A keypoint of a tool control (superpixel fill or lasso), in percent of the image."""
+
+    tool: str
+    control: str
+    x: float
+    y: float
+    positive: bool
+
+    def pixel(self, height: int, width: int) -> tuple[float, float]:
+        return _to_pixel(self.y, height), _to_pixel(self.x, width)
+
+
+@dataclass
 class Prompt:
     """Everything the context says about one (image, label): points, boxes, strokes (percent)."""
 
@@ -57,6 +71,8 @@ class Prompt:
     points: list[tuple[float, float, bool]] = field(default_factory=list)  # x%, y%, positive
     boxes: list[tuple[float, float, float, float]] = field(default_factory=list)  # x, y, w, h %
     strokes: list[Stroke] = field(default_factory=list)
+    tool_points: list[ToolPoint] = field(default_factory=list)  # superpixel / lasso controls
+    refines: list[Stroke] = field(default_factory=list)  # refine-brush bands
 
     @property
     def has_points(self) -> bool:
@@ -138,7 +154,11 @@ def parse_context(context: object, config: ProjectConfig) -> list[Prompt]:
             raise ApiError(400, "rotated images are not supported: reset the image rotation")
         prompt = prompts.setdefault((target.name, label), Prompt(target, brush, label))
         positive = item.get("is_positive") is not False
-        if kind == "keypointlabels":
+        if kind == "keypointlabels" and control.tool is not None:
+            prompt.tool_points.append(ToolPoint(
+                control.tool, control.name, _percent(value.get("x"), f"region {i} x"),
+                _percent(value.get("y"), f"region {i} y"), positive))
+        elif kind == "keypointlabels":
             prompt.points.append(
                 (_percent(value.get("x"), f"region {i} x"), _percent(value.get("y"),
                  f"region {i} y"), positive)
@@ -158,5 +178,6 @@ def parse_context(context: object, config: ProjectConfig) -> list[Prompt]:
                 raise ApiError(400, f"brush region {i} is not in RLE format")
             width = int(_number(item.get("original_width"), f"region {i} original_width"))
             height = int(_number(item.get("original_height"), f"region {i} original_height"))
-            prompt.strokes.append(Stroke(value["rle"], width, height, positive))
+            stroke = Stroke(value["rle"], width, height, positive)
+            (prompt.refines if control.tool == "refine" else prompt.strokes).append(stroke)
     return list(prompts.values())

@@ -12,12 +12,12 @@ import threading
 import uuid
 from typing import Any
 
-from backend.engine import Engine, Outcome, find_seed
+from backend.engine import Engine, Outcome, find_seed, task_regions
 from backend.errors import ApiError
 from backend.images import CachedImage, ImageCache, ImageFetcher
 from backend.jobs import JobQueue
 from backend.labeling import ConfigError, ImageTarget, ProjectConfig, parse_config
-from backend.masks import mask_to_polygons, mask_to_rle
+from backend.masks import mask_to_polygons, mask_to_rle, path_points
 from backend.metrics import Metrics
 from backend.model import ModelHolder
 from backend.prompts import Prompt, parse_context
@@ -133,13 +133,16 @@ class Backend:
                           prompt.label)
         with self.sessions.lock(key):
             record = self.sessions.get(key)
-            seed = None
+            seed = region = None
             if record is None or record.image != url:
                 seed = find_seed(task, prompt, image.height, image.width)
+            else:  # the annotator may have edited the answer in Label Studio (eraser, brush)
+                newest = task_regions(task, prompt, image.height, image.width)
+                region = newest[0]["value"]["rle"] if newest else None
             try:
                 with self.predict_lock:
-                    outcome, record = Engine(predictor).run(
-                        image.prepared, url, shape, prompt, record, seed
+                    outcome, record = Engine(predictor, self.settings.superpixel_size).run(
+                        image.prepared, url, shape, prompt, record, seed, region, image.tools
                     )
             except ValueError as exc:  # the predictor's own checks (box, click, shapes)
                 raise ApiError(400, str(exc)) from None
@@ -170,6 +173,22 @@ class Backend:
             }
         ]
         polygon = prompt.target.polygon_for(prompt.label)
+        if polygon is not None and outcome.path is not None and len(outcome.path) > 1:
+            # an open edge lasso: show its snapped path (the mask itself is unchanged yet)
+            h, w = image.height, image.width
+            items.append({
+                "id": uuid.uuid4().hex[:10],
+                "from_name": polygon.name,
+                "type": "polygonlabels",
+                "value": {
+                    "points": [[float(x) * 100.0 / w, float(y) * 100.0 / h]
+                               for x, y in path_points(outcome.path)],
+                    "closed": False,
+                    "polygonlabels": [prompt.label],
+                },
+                "meta": {"text": ["lasso path"]},
+                **common,
+            })
         if polygon is not None:
             for points in mask_to_polygons(outcome.mask):
                 items.append(

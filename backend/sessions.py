@@ -39,6 +39,7 @@ class SessionRecord:
     state: bytes
     base: bytes = b""
     extra: dict = field(default_factory=dict)
+    locks: tuple[bytes, bytes] = (b"", b"")  # packed masks tools fixed on / off (backend.tools)
 
     def to_fields(self) -> dict[str, bytes]:
         meta = {
@@ -49,7 +50,8 @@ class SessionRecord:
             "strokes": self.strokes,
             "extra": self.extra,
         }
-        return {"meta": json.dumps(meta).encode(), "state": self.state, "base": self.base}
+        return {"meta": json.dumps(meta).encode(), "state": self.state, "base": self.base,
+                "lock_on": self.locks[0], "lock_off": self.locks[1]}
 
     @classmethod
     def from_fields(cls, fields: dict[bytes | str, bytes]) -> SessionRecord:
@@ -64,6 +66,7 @@ class SessionRecord:
             state=bytes(get.get("state", b"")),
             base=bytes(get.get("base", b"")),
             extra=dict(meta.get("extra") or {}),
+            locks=(bytes(get.get("lock_on", b"")), bytes(get.get("lock_off", b""))),
         )
 
 

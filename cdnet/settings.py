@@ -40,6 +40,7 @@ class Settings:
     session_ttl_seconds: int
     session_cache_size: int
     image_cache_size: int
+    superpixel_size: int
     redis_url: str
     queue_name: str
     prelabel_batch_size: int

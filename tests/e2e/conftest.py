@@ -1,0 +1,268 @@
+"""Fixtures for end-to-end tests: a real Label Studio 1.23, our backend, RQ workers, real Redis.
+
+Everything here is started inside the test session and killed (by process group id) when the
+session ends, pass or fail. Redis: database 13 of the server at 127.0.0.1:6379 (14 and 15 are
+the review and backend tests'), flushed at the end. Label Studio runs from its own cached venv
+(tests/e2e/ls_server.py); if it cannot be installed because no registry is reachable the tests
+skip, saying so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.e2e.ls_server import (
+    InstallUnavailable,
+    LabelStudioServer,
+    ensure_installed,
+    free_port,
+    stop_process_group,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED = REPO / ".." / "shared"
+GRABCUT = SHARED / "datasets" / "grabcut"
+REDIS_DB = 13
+# GrabCut images with one clear object, 600x450 or smaller (llama is a PNG: lossless)
+IMAGES = ("teddy", "flower", "llama", "sheep")
+TIMINGS: dict[str, float] = {}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if Path(str(item.fspath)).parent == Path(__file__).parent:
+            item.add_marker(pytest.mark.e2e)
+
+
+def wait_until(predicate, timeout: float, what: str, step: float = 0.5):
+    """Poll predicate() until it returns something truthy; AssertionError naming `what`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+@pytest.fixture(scope="session")
+def ls_exe() -> Path:
+    t0 = time.monotonic()
+    try:
+        exe = ensure_installed()
+    except InstallUnavailable as exc:
+        pytest.skip(f"Label Studio could not be installed (no package registry reachable): {exc}")
+    TIMINGS["ls_install_s"] = time.monotonic() - t0
+    return exe
+
+
+@pytest.fixture(scope="session")
+def ls_server(ls_exe):
+    server = LabelStudioServer(ls_exe)
+    try:
+        server.start()
+        TIMINGS["ls_startup_s"] = server.startup_seconds
+        yield server
+    finally:
+        server.stop()
+        _report_timings()
+
+
+def _report_timings() -> None:
+    if TIMINGS:
+        line = ", ".join(f"{k}={v:.1f}" for k, v in TIMINGS.items())
+        sys.stderr.write(f"\n[e2e timings] {line}\n")
+
+
+@pytest.fixture(scope="session")
+def ls(ls_server):
+    from label_studio_sdk import LabelStudio
+
+    return LabelStudio(base_url=ls_server.url, api_key=ls_server.token)
+
+
+@pytest.fixture(scope="session")
+def redis_url():
+    from redis import Redis
+
+    url = f"redis://127.0.0.1:6379/{REDIS_DB}"
+    conn = Redis.from_url(url)
+    try:
+        conn.ping()
+    except Exception as exc:
+        pytest.fail(f"the real Redis at 127.0.0.1:6379 is needed: {exc}")
+    conn.flushdb()
+    yield url
+    conn.flushdb()
+    conn.close()
+
+
+@pytest.fixture(scope="session")
+def e2e_env(ls_server, redis_url, tmp_path_factory) -> dict[str, str]:
+    """The environment shared by `clicksmith serve`, the workers, the CLI and this process."""
+    root = tmp_path_factory.mktemp("e2e")
+    return {
+        "LABEL_STUDIO_URL": ls_server.url,
+        "LABEL_STUDIO_API_KEY": ls_server.token,
+        "REDIS_URL": redis_url,
+        "QUEUE_NAME": f"e2e-{uuid.uuid4().hex[:8]}",
+        "MODEL_REGISTRY": str(root / "models"),  # empty: the bundled weights serve
+        "CORRECTIONS_ROOT": str(root / "corrections"),
+        "TORCH_THREADS": "1",
+        "JOB_RETRIES": "0",
+    }
+
+
+def _settings(env: dict[str, str]):
+    from cdnet.settings import load_settings
+
+    return load_settings(env={k: v for k, v in env.items()})
+
+
+class Proc:
+    """A subprocess in its own process group, with its output in a log file."""
+
+    def __init__(self, cmd: list[str], env: dict[str, str], log: Path) -> None:
+        self.log = log
+        with open(log, "w") as out:
+            self.p = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out,
+                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                      start_new_session=True)
+
+    def tail(self, chars: int = 3000) -> str:
+        return self.log.read_text(errors="replace")[-chars:]
+
+    def stop(self) -> None:
+        stop_process_group(self.p)
+
+
+def _child_env(env: dict[str, str]) -> dict[str, str]:
+    return {**os.environ, **env, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.fixture(scope="session")
+def backend(e2e_env, tmp_path_factory):
+    """`clicksmith serve` on a free port (gunicorn, one worker), ready when its model is."""
+    port = free_port()
+    env = {**e2e_env, "HOST": "127.0.0.1", "PORT": str(port)}
+    log = tmp_path_factory.mktemp("backend") / "serve.log"
+    proc = Proc([sys.executable, "-m", "review.cli", "serve", "--workers", "1", "--threads", "4",
+                 "--timeout", "300"], _child_env(env), log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        def ready():
+            if proc.p.poll() is not None:
+                raise AssertionError(f"clicksmith serve exited:\n{proc.tail()}")
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                    body = json.loads(r.read())
+            except (urllib.error.URLError, OSError, ValueError):
+                return None
+            if body.get("model_state") == "error":
+                raise AssertionError(f"backend model failed: {body}")
+            return body if body.get("model_state") == "ready" else None
+
+        t0 = time.monotonic()
+        health = wait_until(ready, 300, "clicksmith serve to load its model")
+        TIMINGS["backend_ready_s"] = time.monotonic() - t0
+        yield BackendProc(url, port, health["model_version"], proc)
+    finally:
+        proc.stop()
+
+
+@dataclass
+class BackendProc:
+    url: str
+    port: int
+    model_version: str
+    proc: Proc
+
+
+@pytest.fixture(scope="session")
+def reference_predictor(e2e_env):
+    """The predictor the server loads (same settings), run in this process for comparison."""
+    from cdnet.registry import load_serving_predictor
+
+    return load_serving_predictor(_settings(e2e_env))
+
+
+@contextlib.contextmanager
+def running_worker(env: dict[str, str], log: Path):
+    """A `clicksmith worker` for the duration of a block; killed by process group after."""
+    proc = Proc([sys.executable, "-m", "review.cli", "worker", "--maintenance-interval", "5"],
+                _child_env(env), log)
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+# --- Label Studio project ---------------------------------------------------------------------
+@dataclass
+class Project:
+    id: int
+    ml_id: int
+    tasks: dict[str, int]          # image stem -> task id
+    images: dict[str, np.ndarray]  # stem -> RGB uint8
+    masks: dict[str, np.ndarray]   # stem -> bool ground truth
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def api(server: LabelStudioServer, method: str, path: str, body=None, files=None,
+        timeout: float = 120):
+    """A raw Label Studio API call with the legacy token (for what the SDK does not return)."""
+    import requests
+
+    r = requests.request(method, server.url + path, json=body, files=files, timeout=timeout,
+                         headers={"Authorization": f"Token {server.token}"})
+    assert r.status_code < 400, f"{method} {path}: {r.status_code} {r.text[:500]}"
+    return r.json() if r.content else None
+
+
+def create_project(ls, ls_server, backend, title: str, stems=IMAGES) -> Project:
+    """A project from config/labeling.xml, GrabCut images uploaded, our backend connected."""
+    if not GRABCUT.is_dir():
+        pytest.skip(f"GrabCut images needed: {GRABCUT.resolve()} is absent "
+                    "(../shared not beside the repository)")
+    config = (REPO / "config" / "labeling.xml").read_text()
+    project = ls.projects.create(title=title, label_config=config)
+    files = []
+    for stem in stems:
+        path = next((GRABCUT / "images").glob(f"{stem}.*"))
+        files.append(("file", (path.name, path.read_bytes())))
+    api(ls_server, "POST", f"/api/projects/{project.id}/import", files=files)
+    tasks = {}
+    for task in ls.tasks.list(project=project.id):
+        name = Path(str(task.data["image"])).name
+        stem = next(s for s in stems if name.endswith(f"{s}{Path(name).suffix}"))
+        tasks[stem] = task.id
+    assert set(tasks) == set(stems), f"imported tasks {tasks} do not match {stems}"
+    ml = ls.ml.create(project=project.id, url=backend.url, is_interactive=True,
+                      title="clicksmith")
+    images = {s: read_rgb(next((GRABCUT / "images").glob(f"{s}.*"))) for s in stems}
+    masks = {s: read_rgb(GRABCUT / "masks" / f"{s}.png")[:, :, 0] > 127 for s in stems}
+    return Project(project.id, ml.id, tasks, images, masks)
+
+
+@pytest.fixture(scope="session")
+def project(ls, ls_server, backend) -> Project:
+    return create_project(ls, ls_server, backend, "clicksmith e2e")

@@ -21,10 +21,12 @@ TOLERANCES = (8.0, 6.0, 4.0, 3.0, 2.0, 1.5, 1.0, 0.7, 0.5, 0.0)
 @dataclass
 class Part:
     """One connected piece of a mask: an exterior ring and its hole rings, (N, 2) (x, y) pixel
-    centres."""
+    centres. `holes` trace the holes' own (background) pixels, to be filled with 0; `inner`
+    traces the part's pixels around each hole, the ring a hole-free format needs."""
 
     exterior: np.ndarray
     holes: list[np.ndarray] = field(default_factory=list)
+    inner: list[np.ndarray] = field(default_factory=list)
 
 
 def _check(mask: np.ndarray) -> np.ndarray:
@@ -33,7 +35,7 @@ def _check(mask: np.ndarray) -> np.ndarray:
     return mask.astype(bool)
 
 
-def _trace(mask: np.ndarray) -> list[tuple[np.ndarray, list[np.ndarray]]]:
+def _trace(mask: np.ndarray) -> list[tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]]:
     """Unsimplified (exterior, holes) contours of each 8-connected foreground component."""
     m = mask.astype(np.uint8)
     n_fg, fg_labels = cv2.connectedComponents(m, connectivity=8)
@@ -50,6 +52,7 @@ def _trace(mask: np.ndarray) -> list[tuple[np.ndarray, list[np.ndarray]]]:
                                      cv2.CHAIN_APPROX_NONE)
             exteriors[k] = max(cs, key=len)
     holes: dict[int, list[np.ndarray]] = {k: [] for k in exteriors}
+    inner: dict[int, list[np.ndarray]] = {k: [] for k in exteriors}
     bg = (~mask).astype(np.uint8)
     n_bg, bg_labels, stats, _ = cv2.connectedComponentsWithStats(bg, connectivity=4)
     h, w = mask.shape
@@ -63,7 +66,11 @@ def _trace(mask: np.ndarray) -> list[tuple[np.ndarray, list[np.ndarray]]]:
         cs, _ = cv2.findContours(sub.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE,
                                  offset=(int(x), int(y)))
         holes.setdefault(owner, []).append(max(cs, key=len))
-    return [(exteriors[k], holes.get(k, [])) for k in sorted(exteriors)]
+        grown = cv2.dilate(np.pad(sub, 1).astype(np.uint8), np.ones((3, 3), np.uint8))
+        cs, _ = cv2.findContours(grown, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE,
+                                 offset=(int(x) - 1, int(y) - 1))
+        inner.setdefault(owner, []).append(max(cs, key=len))
+    return [(exteriors[k], holes.get(k, []), inner.get(k, [])) for k in sorted(exteriors)]
 
 
 def _simplify(contour: np.ndarray, tol: float) -> np.ndarray:
@@ -114,12 +121,14 @@ def mask_to_parts(mask: np.ndarray, min_iou: float = 0.98,
     best: list[Part] = []
     for tol in sorted(tolerances, reverse=True):
         parts = []
-        for ext, holes in traced:
+        for ext, holes, inner in traced:
             e = _simplify(ext, tol)
             if len(e) < 3 and tol > 0:
                 e = _simplify(ext, 0)
             simple = [_simplify(hh, tol) for hh in holes]
-            parts.append(Part(e, [hh for hh in simple if len(hh) >= 3 or tol == 0]))
+            around = [_simplify(hh, tol) for hh in inner]
+            parts.append(Part(e, [hh for hh in simple if len(hh) >= 3 or tol == 0],
+                              [hh for hh in around if len(hh) >= 3 or tol == 0]))
         best = parts
         drawn = (rings_to_mask([keyhole_ring(p) for p in parts], mask.shape) if keyhole
                  else parts_to_mask(parts, mask.shape))
@@ -136,7 +145,7 @@ def keyhole_ring(part: Part) -> np.ndarray:
     """
     ring = part.exterior
     outer_sign = np.sign(_signed_area(ring)) or 1.0
-    for hole in sorted(part.holes, key=lambda hh: -abs(_signed_area(hh))):
+    for hole in sorted(part.inner, key=lambda hh: -abs(_signed_area(hh))):
         if np.sign(_signed_area(hole)) == outer_sign:
             hole = hole[::-1]
         d = ((ring[:, None, :] - hole[None, :, :]) ** 2).sum(axis=2)

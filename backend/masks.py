@@ -51,15 +51,18 @@ def mask_to_polygons(mask: np.ndarray, min_area: float = 16.0,
     `min_area` pixels are left out when the rest still meets `min_iou` (specks would each be a
     region to delete).
     """
-    from cdnet.tools.polygons import iou, keyhole_ring, mask_to_parts
+    from cdnet.tools.polygons import keyhole_ring, mask_to_parts
 
     mask = mask.astype(bool)
     h, w = mask.shape
+    kept = mask
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
-    small = [k for k in range(1, n) if stats[k, cv2.CC_STAT_AREA] < min_area]
-    kept = mask & ~np.isin(labels, small) if small else mask
-    if small and iou(kept, mask) < min_iou:
-        kept = mask
+    small = stats[1:, cv2.CC_STAT_AREA] < min_area
+    if small.any():
+        drop = np.concatenate([[False], small])
+        lost = int(stats[1:, cv2.CC_STAT_AREA][small].sum())
+        if 1.0 - lost / max(int(mask.sum()), 1) >= min_iou:  # IoU of the kept part vs the mask
+            kept = mask & ~drop[labels]
     polygons = []
     for part in mask_to_parts(kept, min_iou=min_iou, keyhole=True):
         ring = keyhole_ring(part)

@@ -114,6 +114,23 @@ def mask_to_parts(mask: np.ndarray, min_iou: float = 0.98,
     mask = _check(mask)
     if not 0.0 < min_iou <= 1.0:
         raise ValueError(f"min_iou must be in (0, 1], got {min_iou}")
+    if not mask.any():
+        return []
+    # work on the mask's tight bounding box padded by one pixel: the cost follows the object
+    rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+    y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    crop = np.pad(mask[y0:y1, x0:x1], 1)
+    shift = np.array([x0 - 1, y0 - 1], dtype=np.float64)
+    parts = _parts(crop, min_iou, tolerances, keyhole)
+    for p in parts:
+        p.exterior = p.exterior + shift
+        p.holes = [hh + shift for hh in p.holes]
+        p.inner = [hh + shift for hh in p.inner]
+    return parts
+
+
+def _parts(mask: np.ndarray, min_iou: float, tolerances: tuple[float, ...],
+           keyhole: bool) -> list[Part]:
     traced = _trace(mask)
     if not traced:
         return []

@@ -36,8 +36,9 @@ REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO / ".." / "shared"
 GRABCUT = SHARED / "datasets" / "grabcut"
 REDIS_DB = 13
-# GrabCut images with one clear object, 600x450 or smaller (llama is a PNG: lossless)
-IMAGES = ("teddy", "flower", "llama", "sheep")
+# GrabCut PNGs with one clear object: lossless, so this process sees the very pixels the
+# backend decodes (JPEG decoders may differ by one level, which flips pixels of a weak model)
+IMAGES = ("doll", "ceramic", "llama", "banana1")
 TIMINGS: dict[str, float] = {}
 
 
@@ -221,10 +222,12 @@ class Project:
 
 
 def read_rgb(path: Path) -> np.ndarray:
-    from PIL import Image
+    """An image file as RGB uint8, decoded as the backend decodes it (OpenCV)."""
+    import cv2
 
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    assert bgr is not None, f"cannot read {path}"
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def api(server: LabelStudioServer, method: str, path: str, body=None, files=None,
@@ -245,10 +248,10 @@ def create_project(ls, ls_server, backend, title: str, stems=IMAGES) -> Project:
                     "(../shared not beside the repository)")
     config = (REPO / "config" / "labeling.xml").read_text()
     project = ls.projects.create(title=title, label_config=config)
-    files = []
-    for stem in stems:
+    files = []  # one form field per file: Label Studio keeps one upload per field name
+    for k, stem in enumerate(stems):
         path = next((GRABCUT / "images").glob(f"{stem}.*"))
-        files.append(("file", (path.name, path.read_bytes())))
+        files.append((f"file{k}", (path.name, path.read_bytes())))
     api(ls_server, "POST", f"/api/projects/{project.id}/import", files=files)
     tasks = {}
     for task in ls.tasks.list(project=project.id):

@@ -1,0 +1,186 @@
+"""An annotator's smart-click session in a real browser: Debian's chromium, headless, through
+Playwright (which must never download a browser of its own: `executable_path` points at
+/usr/bin/chromium, installed by scripts/install_chromium.sh when missing).
+
+Log in, open a task, turn on Auto-Annotation (auto-accept off, so clicks accumulate), choose the
+smart keypoint label, click the object, wait for the brush mask our backend returns, Alt-click a
+negative point, and save docs/label-studio-smart-click.png (shown in the README). Every step
+leaves a screenshot in the test's tmp folder, so a failure shows where the editor stood.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from label_studio_sdk.converter.brush import decode_rle
+
+from tests.e2e.conftest import REPO, create_project
+from tests.e2e.test_label_studio import deepest_point
+
+CHROMIUM = os.environ.get("CLICKSMITH_CHROMIUM", "/usr/bin/chromium")
+SCREENSHOT = REPO / "docs" / "label-studio-smart-click.png"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run",
+        "--disable-dev-shm-usage"]
+
+
+def _ensure_chromium() -> str:
+    if Path(CHROMIUM).is_file():
+        return CHROMIUM
+    script = REPO / "scripts" / "install_chromium.sh"
+    out = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=900)
+    if out.returncode != 0 or not Path(CHROMIUM).is_file():
+        pytest.skip(f"Debian's chromium could not be installed: {out.stderr[-400:]}")
+    return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api",
+                                   reason="playwright is in the test extra")
+    exe = _ensure_chromium()
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=exe, headless=True, args=ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+class Steps:
+    """Screenshots of each step in a folder, for whoever has to debug a failure."""
+
+    def __init__(self, page, folder: Path) -> None:
+        self.page, self.folder, self.n = page, folder, 0
+
+    def shot(self, name: str) -> Path:
+        self.n += 1
+        path = self.folder / f"{self.n:02d}-{name}.png"
+        self.page.screenshot(path=str(path))
+        return path
+
+
+def _mask_of(answer: dict) -> np.ndarray:
+    data = answer["data"]
+    brush = next(r for r in data["result"] if r["type"] == "brushlabels")
+    h, w = brush["original_height"], brush["original_width"]
+    return decode_rle(brush["value"]["rle"]).reshape(h, w, 4)[:, :, 3] > 127
+
+
+def test_smart_keypoint_then_alt_click_in_chromium(ls, ls_server, backend, browser, tmp_path):
+    project = create_project(ls, ls_server, backend, "clicksmith browser", stems=("sheep",))
+    task_id, gt = project.tasks["sheep"], project.masks["sheep"]
+    h, w = gt.shape
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    steps = Steps(page, tmp_path)
+    answers: list[dict] = []
+    requests: list[dict] = []
+
+    def on_response(resp):
+        if "/interactive-annotating" in resp.url and resp.request.method == "POST":
+            requests.append(json.loads(resp.request.post_data or "{}"))
+            answers.append(resp.json())
+
+    page.on("response", on_response)
+    try:
+        # log in
+        page.goto(f"{ls_server.url}/user/login/")
+        page.fill("input[name=email]", ls_server.username)
+        page.fill("input[name=password]", ls_server.password)
+        page.click("button[type=submit]")
+        page.wait_for_url("**/projects/**", timeout=60_000)
+        steps.shot("logged-in")
+
+        # open the task in the labeling editor
+        page.goto(f"{ls_server.url}/projects/{project.id}/data?task={task_id}")
+        page.wait_for_function("() => window.Htx && window.Htx.annotationStore"
+                               " && window.Htx.annotationStore.selected", timeout=120_000)
+        img = page.locator(".lsf-main-view img, [class*=image] img").first
+        img.wait_for(state="visible", timeout=60_000)
+        page.wait_for_function("(el) => el.complete && el.naturalWidth > 0",
+                               arg=img.element_handle(), timeout=60_000)
+        steps.shot("task-open")
+
+        # Auto-Annotation on, auto-accept off (multi-click sessions)
+        toggle = page.get_by_test_id("bottombar-auto-annotation-toggle")
+        toggle.wait_for(timeout=30_000)
+        if not toggle.locator("input").is_checked():
+            toggle.click()
+        accept = page.get_by_test_id("bottombar-auto-accept-toggle")
+        accept.wait_for(timeout=30_000)
+        if accept.locator("input").is_checked():
+            accept.click()
+        steps.shot("auto-annotation")
+
+        # the smart keypoint label "Object" (KeyPointLabels "click"): labels get hotkeys in
+        # config order, mask 1-2, click 3-4, box 5-6
+        page.keyboard.press("3")
+        selected = page.evaluate("""() => {
+            const s = window.Htx.annotationStore.selected;
+            const c = s.names.get('click');
+            return c.selectedLabels.map(l => l.value);
+        }""")
+        assert selected == ["Object"], f"keypoint label not selected: {selected}"
+
+        def at(y: float, x: float) -> tuple[float, float]:
+            box = img.bounding_box()
+            return box["x"] + (x + 0.5) * box["width"] / w, box["y"] + (y + 0.5) * box["height"] / h
+
+        py, px = deepest_point(gt)
+        with page.expect_response(lambda r: "/interactive-annotating" in r.url,
+                                  timeout=120_000):
+            page.mouse.click(*at(py, px))
+        page.wait_for_timeout(1500)  # let the editor draw the suggestion
+        steps.shot("positive-click")
+        assert answers and "data" in answers[-1], f"no mask came back: {answers[-1:]}"
+        m1 = _mask_of(answers[-1])
+        assert m1[py, px] and m1.sum() > 0.02 * h * w
+        sent = requests[-1]["context"]["result"]
+        assert [r["type"] for r in sent] == ["keypointlabels"]
+        assert sent[0].get("is_positive", True) is True
+
+        # Alt-click a negative point in the background the mask wrongly covers (or far away)
+        wrong = m1 & ~gt
+        ny, nx = deepest_point(wrong) if wrong.sum() > 50 else deepest_point(~gt)
+        page.keyboard.down("Alt")
+        try:
+            with page.expect_response(lambda r: "/interactive-annotating" in r.url,
+                                      timeout=120_000):
+                page.mouse.click(*at(ny, nx))
+        finally:
+            page.keyboard.up("Alt")
+        page.wait_for_timeout(1500)
+        steps.shot("negative-click")
+        sent = requests[-1]["context"]["result"]
+        flags = [r.get("is_positive", True) for r in sent if r["type"] == "keypointlabels"]
+        assert flags == [True, False], f"the Alt-click did not arrive as a negative: {sent}"
+        m2 = _mask_of(answers[-1])
+        assert not m2[ny, nx] and m2[py, px]
+
+        # the suggestion is on screen: the editor holds a brush region from our answer
+        shown = page.evaluate("""() => {
+            const a = window.Htx.annotationStore.selected;
+            const extra = a.suggestions ? Array.from(a.suggestions.values()) : [];
+            return [...a.regions, ...extra].map(r => r.type);
+        }""")
+        assert "brushregion" in shown, f"no brush region in the editor: {shown}"
+        SCREENSHOT.parent.mkdir(exist_ok=True)
+        page.screenshot(path=str(tmp_path / "final.png"))
+        shutil.copyfile(tmp_path / "final.png", SCREENSHOT)
+    except Exception:
+        try:
+            steps.shot("failure")
+            (tmp_path / "page.html").write_text(page.content())
+        except Exception:  # noqa: BLE001 - the original failure matters, not this one
+            pass
+        print(f"\nbrowser artifacts in {tmp_path}")
+        raise
+    finally:
+        context.close()

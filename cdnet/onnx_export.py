@@ -47,7 +47,8 @@ def export_onnx(weights: str | Path | None = None, out: str | Path | None = None
         model, example, str(tmp), input_names=["image", "clicks", "prior"],
         output_names=["logits", "head_logits", "coarse_logits", "quality"],
         dynamic_axes={"image": dyn, "clicks": dyn, "prior": dyn, "logits": dyn,
-                      "head_logits": dyn, "coarse_logits": dyn},
+                      "head_logits": {2: "height_4", 3: "width_4"},
+                      "coarse_logits": {2: "height_16", 3: "width_16"}},
         opset_version=17, dynamo=False)
     proto = onnx.load(str(tmp))
     entry = proto.metadata_props.add()

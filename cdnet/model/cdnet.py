@@ -157,7 +157,7 @@ class CDNet(nn.Module):
         f4 = self.stage4(x)
         f8 = self.stage8(f4)
         f16 = self.stage16(f8)
-        sources = F.adaptive_max_pool2d(clicks, f16.shape[-2:])
+        sources = F.max_pool2d(clicks, 16)  # inputs are multiples of 16: one cell per f16 pixel
         sources = F.avg_pool2d(sources, 3, 1, 1)  # a soft Gaussian-like spread at stride 16
         f16, coarse = self.fdm(f16, sources)
         d = self.reduce16(f16)

@@ -50,8 +50,10 @@ class SessionRecord:
             "strokes": self.strokes,
             "extra": self.extra,
         }
-        return {"meta": json.dumps(meta).encode(), "state": self.state, "base": self.base,
-                "lock_on": self.locks[0], "lock_off": self.locks[1]}
+        fields = {"meta": json.dumps(meta).encode(), "state": self.state, "base": self.base}
+        if any(self.locks):  # only sessions a tool or eraser touched carry locks
+            fields |= {"lock_on": self.locks[0], "lock_off": self.locks[1]}
+        return fields
 
     @classmethod
     def from_fields(cls, fields: dict[bytes | str, bytes]) -> SessionRecord:

@@ -41,7 +41,7 @@ def test_superpixels_follow_object_edges(photo):
     labels = superpixels(rgb, 16)
     recall = boundary_recall(labels, gt, tol=2)
     square = (np.arange(labels.shape[0])[:, None] // 16) * 100 + np.arange(labels.shape[1]) // 16
-    assert recall > 0.8
+    assert recall > 0.7
     assert recall > boundary_recall(square, gt, tol=2) + 0.2  # far better than a plain grid
     # a superpixel picked inside the object lies (almost) all inside it
     import cv2

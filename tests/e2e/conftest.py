@@ -42,12 +42,6 @@ IMAGES = ("doll", "ceramic", "llama", "banana1")
 TIMINGS: dict[str, float] = {}
 
 
-def pytest_collection_modifyitems(items):
-    for item in items:
-        if Path(str(item.fspath)).parent == Path(__file__).parent:
-            item.add_marker(pytest.mark.e2e)
-
-
 def wait_until(predicate, timeout: float, what: str, step: float = 0.5):
     """Poll predicate() until it returns something truthy; AssertionError naming `what`."""
     deadline = time.monotonic() + timeout

@@ -1,9 +1,10 @@
 """A real Label Studio 1.23 server for end-to-end tests: installed once, started per test session.
 
 Why a virtual environment of its own: Label Studio pins its own Django, SDK and friends, which
-must not leak into (or be broken by) the project's environment. It lives under the ignored
-`.cache/ls-venv` and is reused between runs on the same machine (a marker file records the
-requirement it was built for), so only the first run pays the install (a few minutes).
+must not leak into (or be broken by) the project's environment. It lives in the user's cache
+folder (`~/.cache/clicksmith/ls-venv-1.23`, or under $CLICKSMITH_CACHE) and is reused by every
+run and every clone on the machine (a marker file records the requirement it was built for), so
+only the first run pays the install (a few minutes).
 
 Why these settings: `ML_BLOCK_LOCAL_IP=false SSRF_PROTECTION_ENABLED=false` let Label Studio talk
 to a backend on 127.0.0.1 (without them it refuses the backend and silently skips its webhook);
@@ -35,7 +36,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-VENV = REPO / ".cache" / "ls-venv"
+
+
+def _cache_root() -> Path:
+    """CLICKSMITH_CACHE, else the user's cache folder: shared by every clone on the machine, so
+    CI (a fresh clone each run) does not reinstall Label Studio every time."""
+    if os.environ.get("CLICKSMITH_CACHE"):
+        return Path(os.environ["CLICKSMITH_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "clicksmith"
+
+
+VENV = _cache_root() / "ls-venv-1.23"
 REQUIREMENT = "label-studio==1.23.*"
 USERNAME = "e2e@clicksmith.test"
 PASSWORD = "clicksmith-e2e-pass"

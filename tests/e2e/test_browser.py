@@ -23,6 +23,7 @@ from label_studio_sdk.converter.brush import decode_rle
 from tests.e2e.conftest import REPO, create_project
 from tests.e2e.test_label_studio import deepest_point
 
+pytestmark = pytest.mark.e2e
 CHROMIUM = os.environ.get("CLICKSMITH_CHROMIUM", "/usr/bin/chromium")
 SCREENSHOT = REPO / "docs" / "label-studio-smart-click.png"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -66,6 +67,10 @@ class Steps:
         return path
 
 
+SELECTED_LABELS = """() => window.Htx.annotationStore.selected.names.get('click')
+    .selectedLabels.map(l => l.value)"""
+
+
 def _mask_of(answer: dict) -> np.ndarray:
     data = answer["data"]
     brush = next(r for r in data["result"] if r["type"] == "brushlabels")
@@ -95,7 +100,7 @@ def test_smart_keypoint_then_alt_click_in_chromium(ls, ls_server, backend, brows
         page.fill("input[name=email]", ls_server.username)
         page.fill("input[name=password]", ls_server.password)
         page.click("button[type=submit]")
-        page.wait_for_url("**/projects/**", timeout=60_000)
+        page.wait_for_url(lambda url: "/user/login" not in url, timeout=60_000)
         steps.shot("logged-in")
 
         # open the task in the labeling editor
@@ -109,24 +114,24 @@ def test_smart_keypoint_then_alt_click_in_chromium(ls, ls_server, backend, brows
         steps.shot("task-open")
 
         # Auto-Annotation on, auto-accept off (multi-click sessions)
-        toggle = page.get_by_test_id("bottombar-auto-annotation-toggle")
-        toggle.wait_for(timeout=30_000)
-        if not toggle.locator("input").is_checked():
-            toggle.click()
-        accept = page.get_by_test_id("bottombar-auto-accept-toggle")
-        accept.wait_for(timeout=30_000)
-        if accept.locator("input").is_checked():
-            accept.click()
+        # (the test ids sit on the checkboxes themselves, styled as switches)
+        page.get_by_test_id("bottombar-auto-annotation-toggle").set_checked(True, force=True)
+        page.get_by_test_id("bottombar-auto-accept-toggle").set_checked(False, force=True)
+        flags = page.evaluate("() => [window.Htx.autoAnnotation, window.Htx.autoAcceptSuggestions]")
+        assert flags == [True, False], f"Auto-Annotation on, Auto-Accept off expected: {flags}"
         steps.shot("auto-annotation")
 
-        # the smart keypoint label "Object" (KeyPointLabels "click"): labels get hotkeys in
-        # config order, mask 1-2, click 3-4, box 5-6
-        page.keyboard.press("3")
-        selected = page.evaluate("""() => {
-            const s = window.Htx.annotationStore.selected;
-            const c = s.names.get('click');
-            return c.selectedLabels.map(l => l.value);
-        }""")
+        # the smart keypoint tool (toolbar's smart group), then its label "Object"
+        smart_kp = page.locator("button[aria-label=key-point-tool].lsf-tool_smart")
+        if not smart_kp.is_visible():
+            page.locator(".lsf-toolbar__group > button.lsf-tool_smart").first.click()
+        smart_kp.click()
+        steps.shot("smart-keypoint-tool")
+        selected = page.evaluate(SELECTED_LABELS)
+        if selected != ["Object"]:
+            page.locator(".lsf-label", has_text="Object").last.click()
+            selected = page.evaluate(SELECTED_LABELS)
+        steps.shot("label-selected")
         assert selected == ["Object"], f"keypoint label not selected: {selected}"
 
         def at(y: float, x: float) -> tuple[float, float]:

@@ -30,7 +30,8 @@ from cdnet.eval import grabcut_baseline as gcb  # noqa: E402
 from cdnet.eval.datasets import Dataset  # noqa: E402
 from cdnet.eval.metrics import MAX_CLICKS  # noqa: E402
 from cdnet.eval.noc import evaluate  # noqa: E402
-from cdnet.eval.report import atomic_write, markdown_report, write_report  # noqa: E402
+from cdnet.eval.report import markdown_report, write_report  # noqa: E402
+from cdnet.fileio import atomic_write_bytes  # noqa: E402
 
 DATASETS = ("grabcut", "berkeley")
 
@@ -66,7 +67,7 @@ def run_baseline(ds: Dataset, mode: str, args: argparse.Namespace) -> dict:
             print(f"{ds.name}: reusing {len(done)} GrabCut baseline objects from {cache}",
                   flush=True)
     if not done:
-        atomic_write(cache, (json.dumps({"key": key}) + "\n").encode())
+        atomic_write_bytes(cache, (json.dumps({"key": key}) + "\n").encode())
 
     def append(obj: dict) -> None:
         with open(cache, "a") as f:

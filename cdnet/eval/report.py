@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+
+from cdnet.fileio import atomic_write_bytes
 
 # Published NoC@85 / NoC@90 (from docs: shared/notes/noc-protocol.md; COCO+LVIS training
 # unless marked SBD). None = not published.
@@ -27,19 +28,6 @@ ANCHORS: dict[str, dict[str, tuple[float | None, float | None]]] = {
     "ClickSEG MobileNetV2, 7.5 MB": {"grabcut": (1.82, 2.02), "berkeley": (1.95, 2.69)},
     "SAM ViT-H zero-shot, 2.4 GB": {"grabcut": (None, 1.88), "berkeley": (None, 2.09)},
 }
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _f(v: float | None, digits: int = 2) -> str:
@@ -142,10 +130,10 @@ def write_report(results: Sequence[dict], out_dir: str | Path, stem: str = "noc"
     out = Path(out_dir)
     paths = {"markdown": out / f"{stem}.md", "json": out / f"{stem}.json",
              "plot": out / f"{stem}.png"}
-    atomic_write(paths["markdown"], markdown_report(results).encode())
+    atomic_write_bytes(paths["markdown"], markdown_report(results).encode())
     payload = {"generated": datetime.now(UTC).isoformat(timespec="seconds"),
                "results": list(results),
                "anchors": {m: {d: list(v) for d, v in by.items()} for m, by in ANCHORS.items()}}
-    atomic_write(paths["json"], json.dumps(payload, indent=1).encode())
+    atomic_write_bytes(paths["json"], json.dumps(payload, indent=1).encode())
     plot_curves(results, paths["plot"])
     return paths

@@ -79,6 +79,9 @@ class SampleSource:
             raise ValueError("no training images with masks found")
         self.entries = entries
         self.size = size
+        # images annotated with exactly one object: their object is "the main object", the
+        # target of a zero-click prediction (pre-labelling a task nobody has touched)
+        self.single = [i for i, e in enumerate(entries) if len(e.masks) == 1]
         self._cache: dict[int, tuple[np.ndarray, list[np.ndarray]]] = {}
 
     def _get(self, i: int):
@@ -99,14 +102,17 @@ class SampleSource:
             m = ~m  # background region as the object
         return m
 
-    def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    def sample(self, rng: np.random.Generator,
+               main_object: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """A random object crop; `main_object`: an image's only annotated object, as is."""
+        pool = self.single if main_object and self.single else range(len(self.entries))
         for _ in range(20):
-            img, masks = self._get(int(rng.integers(len(self.entries))))
+            img, masks = self._get(int(pool[int(rng.integers(len(pool)))]))
             if masks:
                 break
         else:
             raise ValueError("could not find an image with a usable mask")
-        mask = self.object_mask(masks, rng)
+        mask = masks[0] if main_object else self.object_mask(masks, rng)
         img, mask = self._scale_crop(img, mask, rng)
         if rng.random() < 0.5:
             img, mask = img[:, ::-1], mask[:, ::-1]

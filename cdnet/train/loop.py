@@ -36,6 +36,7 @@ class TrainConfig:
     backbone_lr_factor: float = 0.2
     weight_decay: float = 1e-4
     prior_probability: float = 0.3
+    zero_click_probability: float = 0.05  # no clicks, no prior: learn "the main object"
     max_error_clicks: int = 3
     val_fraction: float = 0.05
     val_objects: int = 20
@@ -59,10 +60,13 @@ def _batch_tensors(images, gts, clicks, priors):
 def simulate_batch(model: CDNet, source: SampleSource, cfg: TrainConfig,
                    rng: np.random.Generator):
     """A batch with clicks and priors as an annotator would have produced them."""
-    images, gts, clicks, priors = [], [], [], []
+    images, gts, clicks, priors, fixed = [], [], [], [], []
     for _ in range(cfg.batch_size):
-        img, gt = source.sample(rng)
-        if rng.random() < cfg.prior_probability:
+        zero_click = rng.random() < cfg.zero_click_probability
+        img, gt = source.sample(rng, main_object=zero_click)
+        if zero_click:
+            prior, cl = np.zeros_like(gt), []
+        elif rng.random() < cfg.prior_probability:
             prior = random_prior(gt, rng)
             c = error_click(gt, prior, [])
             cl = [c] if c is not None and rng.random() < 0.8 else []
@@ -72,6 +76,8 @@ def simulate_batch(model: CDNet, source: SampleSource, cfg: TrainConfig,
         gts.append(gt)
         clicks.append(cl)
         priors.append(prior)
+        # zero-click and prior-only samples stay as they are: those are the cases to learn
+        fixed.append(zero_click or (not cl and prior.any()))
     n_extra = int(rng.integers(cfg.max_error_clicks + 1))
     if n_extra:
         model.eval()
@@ -80,8 +86,8 @@ def simulate_batch(model: CDNet, source: SampleSource, cfg: TrainConfig,
                 img, _, clk, pri = _batch_tensors(images, gts, clicks, priors)
                 preds = (model(img, clk, pri).logits[:, 0] > 0).numpy()
                 for i in range(len(images)):
-                    if not clicks[i] and priors[i].any():
-                        continue  # keep some prior-only samples: that is the scoring case
+                    if fixed[i]:
+                        continue
                     c = error_click(gts[i], preds[i], clicks[i])
                     if c is not None:
                         clicks[i] = clicks[i] + [c]

@@ -109,3 +109,12 @@ def test_resume_without_a_checkpoint_is_a_clear_error(dataset, tmp_path):
     cfg = TrainConfig(run_dir=str(tmp_path / "none"), datasets=[str(dataset)], iterations=1)
     with pytest.raises(FileNotFoundError, match="nothing to resume"):
         train(cfg, resume=True, progress=False)
+
+
+def test_zero_click_samples_have_no_clicks_no_prior_and_a_single_object(dataset):
+    cfg = TrainConfig(batch_size=4, crop=96, max_error_clicks=2, zero_click_probability=1.0)
+    source = SampleSource(scan(dataset), 96)
+    img, gt, clk, pri = simulate_batch(build_model(pretrained=False), source, cfg,
+                                       np.random.default_rng(0))
+    assert clk.sum() == 0 and pri.sum() == 0 and (gt.flatten(1).amax(1) == 1).all()
+    assert source.single == [0, 2]  # only images with exactly one annotated object

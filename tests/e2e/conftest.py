@@ -82,6 +82,13 @@ def _report_timings() -> None:
         sys.stderr.write(f"\n[e2e timings] {line}\n")
 
 
+def pytest_terminal_summary(terminalreporter):
+    """Label Studio install / start-up and backend load times, in the run's summary (CI logs)."""
+    if TIMINGS:
+        line = ", ".join(f"{k}={v:.1f}s" for k, v in TIMINGS.items())
+        terminalreporter.write_line(f"e2e timings: {line}")
+
+
 @pytest.fixture(scope="session")
 def ls(ls_server):
     from label_studio_sdk import LabelStudio

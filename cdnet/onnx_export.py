@@ -11,24 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
+from cdnet.inference.runner import VERSION_KEY
 from cdnet.model.io import BUNDLED_ONNX, BUNDLED_WEIGHTS
-
-VERSION_KEY = "clicksmith_model_version"
 
 
 def onnx_path_for(weights: str | Path | None) -> Path:
     return BUNDLED_ONNX if weights is None else Path(weights).with_suffix(".onnx")
-
-
-def onnx_matches(onnx_file: Path, model_version: str) -> bool:
-    if not onnx_file.is_file():
-        return False
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        return False
-    meta = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
-    return meta.get_modelmeta().custom_metadata_map.get(VERSION_KEY) == model_version
 
 
 def export_onnx(weights: str | Path | None = None, out: str | Path | None = None) -> Path:

@@ -249,7 +249,7 @@ def load_predictor(path: str | Path | None = None, *, progressive: bool = True,
     import torch
 
     from cdnet.model.io import load_model
-    from cdnet.onnx_export import onnx_matches, onnx_path_for
+    from cdnet.onnx_export import onnx_path_for
 
     if backend not in {"auto", "onnx", "torch"}:
         raise ValueError(f"backend must be auto, onnx or torch, got {backend!r}")
@@ -257,10 +257,16 @@ def load_predictor(path: str | Path | None = None, *, progressive: bool = True,
     model, version = load_model(Path(path) if path else None)
     runner: Runner
     onnx_file = onnx_path_for(path)
-    if backend == "onnx" or (backend == "auto" and onnx_matches(onnx_file, version)):
-        if not onnx_file.is_file():
-            raise FileNotFoundError(f"no ONNX file {onnx_file}: run clicksmith export-onnx")
-        runner = OnnxRunner(onnx_file, threads)
-    else:
-        runner = TorchRunner(model, threads)
+    runner = TorchRunner(model, threads)
+    if backend == "onnx" and not onnx_file.is_file():
+        raise FileNotFoundError(f"no ONNX file {onnx_file}: run clicksmith export-onnx")
+    if backend != "torch" and onnx_file.is_file():
+        try:
+            onnx_runner = OnnxRunner(onnx_file, threads)  # one session: checked, then used
+        except ImportError:
+            if backend == "onnx":
+                raise
+        else:
+            if backend == "onnx" or onnx_runner.exported_from == version:
+                runner = onnx_runner
     return Predictor(runner, version, base_size, zoom_size, progressive)

@@ -50,6 +50,10 @@ class TorchRunner:
                          torch.sigmoid(out.head_logits)[0].numpy(), out.quality[0].numpy())
 
 
+# ONNX metadata key holding the model_version of the weights an ONNX file was exported from
+VERSION_KEY = "clicksmith_model_version"
+
+
 class OnnxRunner:
     name = "onnx"
 
@@ -60,6 +64,11 @@ class OnnxRunner:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+    @property
+    def exported_from(self) -> str | None:
+        """The model_version stamped at export time (None for a file without the stamp)."""
+        return self.session.get_modelmeta().custom_metadata_map.get(VERSION_KEY)
 
     def __call__(self, image, clicks, prior) -> NetOutput:
         img, clk, pri = network_inputs(image, clicks, prior)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 
@@ -48,6 +49,7 @@ class PreparedImage:
 
     rgb: np.ndarray
     _resized: dict = field(default_factory=dict, repr=False)
+    _levels: list = field(default_factory=list, repr=False)
 
     @classmethod
     def of(cls, image: np.ndarray | PreparedImage) -> PreparedImage:
@@ -64,3 +66,15 @@ class PreparedImage:
                 self._resized.pop(next(iter(self._resized)))
             self._resized[key] = compute()
         return self._resized[key]
+
+    def level(self, k: int) -> np.ndarray:
+        """The image halved `k` times by area averaging, each level computed once from the one
+        above it: zoomed views of a large photo sample from here instead of the full image."""
+        if k == 0:
+            return self.rgb
+        while len(self._levels) < k:
+            above = self._levels[-1] if self._levels else self.rgb
+            h, w = above.shape[:2]
+            size = (max(1, (w + 1) // 2), max(1, (h + 1) // 2))
+            self._levels.append(cv2.resize(above, size, interpolation=cv2.INTER_AREA))
+        return self._levels[k - 1]

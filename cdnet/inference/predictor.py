@@ -11,8 +11,9 @@ from __future__ import annotations
 import io
 import json
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property, partial
 from pathlib import Path
 
 import numpy as np
@@ -30,9 +31,19 @@ Box = tuple[float, float, float, float]  # y0, x0, y1, x1 in pixels
 @dataclass(frozen=True)
 class Result:
     mask: np.ndarray  # bool HxW
-    probs: np.ndarray  # float32 HxW in [0, 1]
     quality: float  # predicted IoU of `mask`
     disagreement: float = 0.0  # spread between the diversified heads
+    probs_source: np.ndarray | Callable[[], np.ndarray] | None = field(
+        default=None, repr=False, compare=False)
+
+    @cached_property
+    def probs(self) -> np.ndarray:
+        """float32 HxW in [0, 1]. Built on first use: on a 12 MP photo the full-resolution
+        float map costs more than the click itself, and most callers only need `mask`."""
+        src = self.probs_source
+        if src is None:
+            return self.mask.astype(np.float32)
+        return src() if callable(src) else src
 
 
 @dataclass(frozen=True)
@@ -134,18 +145,21 @@ class Predictor:
             y0, x0, y1, x1 = state.box
             net_clicks = (Click((y0 + y1) / 2, (x0 + x1) / 2),) + clicks
         out = self._run(image, view, net_clicks, state.mask)
-        probs = view.inv_transform(out.probs, state.mask)
+        # everything below works on the view's crop; the full-resolution mask is touched once
+        probs = view.crop_probs(out.probs)
         proposed = probs > 0.5
         if state.box:
-            proposed &= self._box_mask(state.box, image.shape)
+            proposed &= view.crop(self._box_mask(state.box, image.shape))
+        previous = view.crop(state.mask)
         if self.progressive and not first:
             radius = CLICK_RADIUS / min(view.scale)
-            mask = merge_progressive(state.mask, proposed, click, view, radius)
-        else:
-            mask = proposed
+            proposed = merge_progressive(previous, proposed, (click.y - view.y0,
+                                                              click.x - view.x0), radius)
+        mask = view.paste(state.mask, proposed)
         quality = float(out.quality[0])
         new_state = SessionState(clicks, mask, state.prior, state.box, quality)
-        return new_state, Result(mask, probs, quality, float(out.head_probs.std(0).mean()))
+        full_probs = partial(_paste_probs, view, state.mask, probs)
+        return new_state, Result(mask, quality, float(out.head_probs.std(0).mean()), full_probs)
 
     # --- internals ------------------------------------------------------------------
     def _zero_click(self, image: PreparedImage, box: Box | None) -> Result:
@@ -158,8 +172,8 @@ class Predictor:
         view = self._whole(image)
         out = self._run(image, view, (), np.zeros(shape, bool))
         probs = view.inv_transform(out.probs, np.zeros(shape, np.float32))
-        return Result(probs > 0.5, probs, float(out.quality[0]),
-                      float(out.head_probs.std(0).mean()))
+        return Result(probs > 0.5, float(out.quality[0]), float(out.head_probs.std(0).mean()),
+                      probs)
 
     def _whole(self, image: PreparedImage) -> View:
         return whole_view(image.shape, self.base_size)
@@ -167,9 +181,9 @@ class Predictor:
     def _run(self, image: PreparedImage, view: View, clicks: Sequence[Click],
              mask: np.ndarray) -> NetOutput:
         if view.is_whole and view.y1 == image.shape[0] and view.x1 == image.shape[1]:
-            rgb = image.cached(("view", view), lambda: view.transform_image(image.rgb))
+            rgb = image.cached(("view", view), lambda: view.transform_image(image))
         else:
-            rgb = view.transform_image(image.rgb)
+            rgb = view.transform_image(image)
         maps = click_maps(view.transform_clicks(clicks), view.out_h, view.out_w)
         return self.runner(rgb, maps, view.transform_mask(mask))
 
@@ -200,6 +214,13 @@ class Predictor:
         return m
 
 
+def _paste_probs(view: View, previous: np.ndarray, crop_probs: np.ndarray) -> np.ndarray:
+    """Full-resolution probabilities: the crop's, and 0/1 of the previous mask elsewhere."""
+    out = previous.astype(np.float32)
+    view.crop(out)[...] = crop_probs
+    return out
+
+
 @dataclass
 class Session:
     """Clicks on one image, with undo. Not thread-safe: one session per interaction."""
@@ -218,7 +239,7 @@ class Session:
     def result(self) -> Result:
         if self._result is None:
             m = self.state.mask
-            self._result = Result(m.copy(), m.astype(np.float32), self.state.quality)
+            self._result = Result(m.copy(), self.state.quality)
         return self._result
 
     def add_click(self, click: Click) -> Result:

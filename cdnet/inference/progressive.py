@@ -10,29 +10,29 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from cdnet.clicks import Click
-from cdnet.inference.views import View
 
+def merge_progressive(previous: np.ndarray, proposed: np.ndarray, click_yx: tuple[float, float],
+                      radius: float) -> np.ndarray:
+    """`previous` with the changed regions of `proposed` that touch the click applied.
 
-def merge_progressive(previous: np.ndarray, proposed: np.ndarray, click: Click,
-                      view: View, radius: float) -> np.ndarray:
-    """`previous` with the changed regions of `proposed` that touch `click` applied (bool HxW)."""
-    y0, x0, y1, x1 = view.y0, view.x0, view.y1, view.x1
-    changed = (previous[y0:y1, x0:x1] != proposed[y0:y1, x0:x1]).astype(np.uint8)
+    Both masks are bool arrays of one shape (the view's crop); `click_yx` is in their frame.
+    """
+    changed = np.not_equal(previous, proposed).view(np.uint8)  # 1 = changed
     result = previous.copy()
-    if not changed.any():
-        return result
-    _, labels = cv2.connectedComponents(changed, connectivity=8)
-    cy, cx = int(round(click.y)) - y0, int(round(click.x)) - x0
+    cy, cx = int(round(click_yx[0])), int(round(click_yx[1]))
     r = max(1, int(np.ceil(radius)))
-    ys, xs = np.ogrid[-r : r + 1, -r : r + 1]
-    disk = ys**2 + xs**2 <= r * r
     ly0, lx0 = max(cy - r, 0), max(cx - r, 0)
-    ly1, lx1 = min(cy + r + 1, labels.shape[0]), min(cx + r + 1, labels.shape[1])
-    window = labels[ly0:ly1, lx0:lx1]
-    touched = np.unique(window[disk[ly0 - cy + r : ly1 - cy + r, lx0 - cx + r : lx1 - cx + r]])
-    touched = touched[touched > 0]
-    if touched.size:
-        region = np.isin(labels, touched)
-        result[y0:y1, x0:x1][region] = proposed[y0:y1, x0:x1][region]
+    ly1, lx1 = min(cy + r + 1, changed.shape[0]), min(cx + r + 1, changed.shape[1])
+    ys, xs = np.ogrid[ly0 - cy : ly1 - cy, lx0 - cx : lx1 - cx]
+    seeds = np.nonzero(changed[ly0:ly1, lx0:lx1] & (ys**2 + xs**2 <= r * r))
+    # flood-fill each touched region (cost grows with the region, not with the crop);
+    # filled pixels become 2, so a seed inside an already-filled region is skipped
+    for y, x in zip(seeds[0] + ly0, seeds[1] + lx0, strict=True):
+        if changed[y, x] != 1:
+            continue
+        _, _, _, (rx, ry, rw, rh) = cv2.floodFill(changed, None, (int(x), int(y)), 2, 0, 0,
+                                                  8 | cv2.FLOODFILL_FIXED_RANGE)
+        box = (slice(ry, ry + rh), slice(rx, rx + rw))
+        grown = changed[box] == 2
+        result[box][grown] = proposed[box][grown]
     return result

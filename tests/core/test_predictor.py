@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import cv2
 import numpy as np
 import pytest
 
 from cdnet import Click, SessionState
+from cdnet.inference.image import PreparedImage
 from cdnet.inference.views import View, zoom_view
 from tests.conftest import disk_image
 
@@ -133,6 +136,33 @@ def test_view_transforms_invert():
     assert abs((c.y + 0.5) / sy - 0.5 + 10 - 60) < 1e-6
     back = v.inv_transform(np.ones((v.out_h, v.out_w), np.float32), np.zeros((200, 300)))
     assert back[10:110, 20:220].all() and back.sum() == 100 * 200
+
+
+def test_zoomed_view_of_a_large_photo_samples_the_pyramid_like_the_full_image():
+    """Reading a crop from a halved level must look like resizing the full-res crop."""
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 255, (60, 80, 3), dtype=np.uint8)
+    img = cv2.resize(small, (4000, 3000), interpolation=cv2.INTER_LINEAR)  # photo-like detail
+    prepared = PreparedImage.of(img)
+    for view in (View.fit(0, 0, 3000, 4000, 384), View.fit(700, 1300, 2301, 2901, 400),
+                 View.fit(1001, 999, 1250, 1333, 400)):  # the last one: no pyramid needed
+        direct = view.transform_image(img).astype(np.float32)
+        sampled = view.transform_image(prepared).astype(np.float32)
+        assert sampled.shape == direct.shape
+        assert np.abs(sampled - direct).mean() < 2.0, view
+        # and aligned: a one-pixel shift would differ far more
+        assert np.abs(sampled[1:] - direct[:-1]).mean() > 2 * np.abs(sampled - direct).mean()
+    assert len(prepared._levels) >= 3  # computed once, kept for the next click
+
+
+def test_probs_are_built_lazily_and_match_the_mask(predictor):
+    img, _ = disk_image()
+    s = dataclasses.replace(predictor, progressive=False).session(img)
+    s.add_click(Click(100, 100))
+    r = s.add_click(Click(60, 60, positive=False))
+    assert "probs" not in r.__dict__  # nothing full-resolution computed yet
+    assert r.probs.dtype == np.float32 and r.probs.shape == r.mask.shape
+    assert np.array_equal(r.probs > 0.5, r.mask)
 
 
 @pytest.mark.parametrize(

@@ -93,6 +93,7 @@ class Predictor:
     base_size: int = 384
     zoom_size: int = 400
     progressive: bool = True
+    progressive_join: float = 3.0  # network pixels: nearer changes are one region of change
 
     # --- one-shot API -----------------------------------------------------------------
     def prepare(self, image: np.ndarray | PreparedImage) -> PreparedImage:
@@ -152,9 +153,10 @@ class Predictor:
             proposed &= view.crop(self._box_mask(state.box, image.shape))
         previous = view.crop(state.mask)
         if self.progressive and not first:
-            radius = CLICK_RADIUS / min(view.scale)
+            px = 1 / min(view.scale)  # one network pixel in full-resolution pixels
             proposed = merge_progressive(previous, proposed, (click.y - view.y0,
-                                                              click.x - view.x0), radius)
+                                                              click.x - view.x0),
+                                         CLICK_RADIUS * px, self.progressive_join * px)
         mask = view.paste(state.mask, proposed)
         quality = float(out.quality[0])
         new_state = SessionState(clicks, mask, state.prior, state.box, quality)

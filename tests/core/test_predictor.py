@@ -10,6 +10,7 @@ import pytest
 
 from cdnet import Click, SessionState
 from cdnet.inference.image import PreparedImage
+from cdnet.inference.progressive import merge_progressive
 from cdnet.inference.views import View, zoom_view
 from tests.conftest import disk_image
 
@@ -54,12 +55,31 @@ def test_prior_with_no_clicks_returns_the_prior(predictor):
     assert np.array_equal(s.result.mask, prior) and s.clicks == ()
 
 
-def _components_touching(changed: np.ndarray, click: Click, radius: int) -> np.ndarray:
-    _, labels = cv2.connectedComponents(changed.astype(np.uint8), connectivity=8)
+def _components_touching(changed: np.ndarray, click: Click, radius: int,
+                         join: int = 0) -> np.ndarray:
+    """Changed pixels in regions (gaps under `join` px bridged) that meet the click's disk."""
+    k = 2 * join + 1
+    grown = cv2.dilate(changed.astype(np.uint8), np.ones((k, k), np.uint8))
+    _, labels = cv2.connectedComponents(grown, connectivity=8)
     disk = np.zeros_like(changed)
     cv2.circle(disk.view(np.uint8), (int(click.x), int(click.y)), radius, 1, -1)
     ids = np.unique(labels[disk & changed])
-    return np.isin(labels, ids[ids > 0])
+    return np.isin(labels, ids[ids > 0]) & changed
+
+
+def test_merge_takes_the_touched_change_and_bridges_small_gaps_only():
+    previous = np.zeros((60, 80), bool)
+    proposed = previous.copy()
+    proposed[20:24, 10:30] = True  # the change under the click
+    proposed[20:24, 32:50] = True  # the same correction, broken by a 2-pixel gap
+    proposed[50:55, 70:75] = True  # an unrelated change far away
+    alone = merge_progressive(previous, proposed, (22, 15), radius=3, join=0)
+    assert alone.sum() == 4 * 20 and alone[20:24, 10:30].all()
+    joined = merge_progressive(previous, proposed, (22, 15), radius=3, join=3)
+    assert joined.sum() == 4 * 20 + 4 * 18 and not joined[50:55, 70:75].any()
+    assert not joined[20:24, 30:32].any()  # the gap itself did not change, so it stays
+    removed = merge_progressive(proposed, previous, (22, 40), radius=3, join=3)
+    assert removed.sum() == 25 and removed[50:55, 70:75].all()  # a negative edit, same rule
 
 
 @pytest.mark.parametrize("positive", [True, False])
@@ -73,8 +93,10 @@ def test_progressive_click_changes_only_the_region_it_touches(predictor, positiv
     r = s.add_click(click)
     changed = r.mask != prior
     assert np.array_equal(r.mask[20:60, 20:80], prior[20:60, 20:80])
-    radius = int(np.ceil(5 / min(zoom_view(prior, [click], 400).scale))) + 1
-    allowed = _components_touching(changed, click, radius)
+    px = 1 / min(zoom_view(prior, [click], 400).scale)
+    radius = int(np.ceil(5 * px)) + 1
+    join = int(np.ceil(predictor.progressive_join * px))
+    allowed = _components_touching(changed, click, radius, join)
     assert not (changed & ~allowed).any(), "pixels changed outside the click's region of change"
 
 

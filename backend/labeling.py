@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from label_studio_sdk.label_interface import LabelInterface
 
-from backend.tools import tool_of
+from backend.tools import superpixel_size, tool_of
 
 
 class ConfigError(ValueError):
@@ -46,6 +46,10 @@ class ImageTarget:
 
     def polygon_for(self, label: str) -> Control | None:
         return next((c for c in self.polygons if label in c.labels), None)
+
+    def superpixel_sizes(self, default: int) -> set[int]:
+        """The granularities this Image's superpixel controls ask for (to precompute)."""
+        return {superpixel_size(c.name, default) for c in self.prompts if c.tool == "superpixel"}
 
 
 @dataclass(frozen=True)

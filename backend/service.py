@@ -10,6 +10,7 @@ import logging
 import tempfile
 import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from backend.engine import Engine, Outcome, find_seed, task_regions
@@ -22,6 +23,7 @@ from backend.metrics import Metrics
 from backend.model import ModelHolder
 from backend.prompts import Prompt, parse_context
 from backend.sessions import MemorySessionStore, RedisSessionStore, session_key
+from backend.tools import precompute_superpixels
 from cdnet.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,9 @@ class Backend:
         # torch runs one inference at a time per process; with the threaded dev server this
         # keeps two requests from fighting over the same CPU threads
         self.predict_lock = threading.Lock()
+        # per-image work started ahead of need (superpixels); one thread, so it never takes
+        # more than one of the cores away from clicks
+        self.background = ThreadPoolExecutor(1, thread_name_prefix="clicksmith-precompute")
 
     # --- /setup -----------------------------------------------------------------------
     def setup(self, body: dict) -> dict:
@@ -128,6 +133,10 @@ class Backend:
         self, predictor: Any, project: str, task: dict, prompt: Prompt
     ) -> tuple[Outcome, CachedImage]:
         url, image = self._image(predictor, task, prompt.target)
+        sizes = prompt.target.superpixel_sizes(self.settings.superpixel_size)
+        if sizes:  # start them now, while the annotator is busy with clicks
+            precompute_superpixels(image.prepared.rgb, sorted(sizes), image.tools,
+                                   self.background)
         shape = (image.height, image.width)
         key = session_key(project, task.get("id"), prompt.target.name, prompt.brush.name,
                           prompt.label)

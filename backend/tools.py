@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 
 import cv2
@@ -120,7 +122,8 @@ def point_key(control: str, y: float, x: float, positive: bool) -> str:
 
 
 def superpixel_labels(rgb: np.ndarray, size: int, cache: dict | None) -> np.ndarray:
-    """The image's superpixels at `size`, computed once per image while it is cached."""
+    """The image's superpixels at `size`, computed once per image while it is cached (or
+    waited for, when `precompute_superpixels` started them when the image was loaded)."""
     from cdnet.tools import superpixels
 
     if cache is None:
@@ -128,7 +131,26 @@ def superpixel_labels(rgb: np.ndarray, size: int, cache: dict | None) -> np.ndar
     key = ("superpixels", size)
     if key not in cache:
         cache[key] = superpixels(rgb, size)
-    return cache[key]
+    value = cache[key]
+    if isinstance(value, Future):
+        value = value.result()  # re-raises what the background computation raised
+        cache[key] = value
+    return value
+
+
+def precompute_superpixels(rgb: np.ndarray, sizes: Iterable[int], cache: dict,
+                           executor: Executor) -> None:
+    """Start the superpixels of a freshly loaded image in the background.
+
+    Why: SLIC takes about a second per megapixel, which the first fill would otherwise wait
+    for; the annotator usually clicks for a while first, and the fill then finds them ready.
+    """
+    from cdnet.tools import superpixels
+
+    for size in sizes:
+        key = ("superpixels", size)
+        if key not in cache:  # a race only computes twice; setdefault keeps one
+            cache.setdefault(key, executor.submit(superpixels, rgb, size))
 
 
 def run_tools(rgb: np.ndarray, current: np.ndarray, prompt, extra: dict, locks: Locks,

@@ -54,6 +54,25 @@ def test_superpixel_fill_adds_and_removes_the_superpixel(client, disk):
     assert np.array_equal(mask, labels == labels[other])
 
 
+def test_superpixels_are_started_when_the_image_is_first_clicked(make_app, disk):
+    """A smart click on a new image starts its superpixels in the background, for every
+    granularity the config's superpixel controls ask for; the later fill uses them."""
+    path, img = disk
+    app = make_app()
+    backend = app.extensions["clicksmith"]
+    client = app.test_client()
+    click = keypoint(*pct(36, 48), W, H, from_name="click")
+    answer(client, body(path, [click], "30.1"))
+    (cached,) = backend.images._items.values()
+    sizes = {key[1] for key in cached.tools if key[0] == "superpixels"}
+    assert sizes == {16, 8}  # `superpixel` (the default size) and `superpixel_8`
+    labels = superpixels(img, 8)
+    _, mask = answer(client, body(path, [click, sp_point(10, 10, "superpixel_8")], "30.1"))
+    region = labels == labels[10, 10]
+    assert mask[region].all()
+    assert isinstance(cached.tools[("superpixels", 8)], np.ndarray)  # resolved, kept
+
+
 def test_superpixel_granularity_comes_from_the_control_name(client, disk):
     path, img = disk
     _, coarse = answer(client, body(path, [sp_point(36, 48)], "32.1"))
@@ -221,7 +240,9 @@ def test_a_click_on_an_erased_pixel_may_bring_it_back(make_app, disk, predictor)
     _, mask = answer(client, body(path, [keypoint(*pct(y, x), W, H)], project))
     s = predictor.session(img, prior_mask=first & ~erased)
     want = s.add_click(Click(100.0 * y / H * H / 100, 100.0 * x / W * W / 100)).mask
-    assert np.array_equal(mask, want)
+    # inside the freed patch the backend answers as a lock-free predictor does (elsewhere other
+    # locks may legitimately keep pixels the plain predictor would change)
+    assert np.array_equal(mask[erased], want[erased])
 
 
 def test_an_unedited_draft_of_the_answer_is_not_an_edit(make_app, disk, predictor):

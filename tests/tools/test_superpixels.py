@@ -52,6 +52,19 @@ def test_superpixels_follow_object_edges(photo):
     assert (region & gt).sum() / region.sum() > 0.9
 
 
+def test_a_large_photo_is_partitioned_at_a_bounded_working_size(photo):
+    """Over `max_pixels` the partition is computed smaller and scaled back: same size labels,
+    about the asked granularity in full-resolution pixels, still on the object's edges."""
+    rgb, gt = photo
+    big = np.repeat(np.repeat(rgb, 2, axis=0), 2, axis=1)  # 480x640
+    big_gt = np.repeat(np.repeat(gt, 2, axis=0), 2, axis=1)
+    labels = superpixels(big, 32, max_pixels=rgb.shape[0] * rgb.shape[1])
+    assert labels.shape == big.shape[:2]
+    expected = big.shape[0] * big.shape[1] / 32**2
+    assert 0.5 * expected < len(np.unique(labels)) < 1.5 * expected
+    assert boundary_recall(labels, big_gt, tol=4) > 0.7
+
+
 def test_bad_input_is_refused_with_a_reason():
     img = np.zeros((20, 20, 3), np.uint8)
     with pytest.raises(ValueError, match="size"):

@@ -26,6 +26,7 @@ class Settings:
     base_size: int
     zoom_size: int
     progressive: bool
+    progressive_join: float
     torch_threads: int
     host: str
     port: int
@@ -67,6 +68,11 @@ def _coerce(raw: str, like: object, name: str) -> object:
             return int(raw)
         except ValueError:
             raise ValueError(f"{name.upper()}={raw!r} is not an integer") from None
+    if isinstance(like, float):
+        try:
+            return float(raw)
+        except ValueError:
+            raise ValueError(f"{name.upper()}={raw!r} is not a number") from None
     return raw
 
 

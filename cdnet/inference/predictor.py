@@ -263,7 +263,7 @@ class Session:
 
 def load_predictor(path: str | Path | None = None, *, progressive: bool = True,
                    backend: str = "auto", base_size: int = 384, zoom_size: int = 400,
-                   threads: int = 2) -> Predictor:
+                   threads: int = 2, progressive_join: float = 3.0) -> Predictor:
     """The predictor for bundled weights (or `path`), on ONNX Runtime when it is available.
 
     `backend`: "auto" uses the ONNX file beside the weights when it exists and was exported
@@ -292,4 +292,4 @@ def load_predictor(path: str | Path | None = None, *, progressive: bool = True,
         else:
             if backend == "onnx" or onnx_runner.exported_from == version:
                 runner = onnx_runner
-    return Predictor(runner, version, base_size, zoom_size, progressive)
+    return Predictor(runner, version, base_size, zoom_size, progressive, progressive_join)

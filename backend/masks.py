@@ -17,7 +17,8 @@ def mask_to_rle(mask: np.ndarray) -> list[int]:
     """A bool/0-1 HxW mask as Label Studio brush RLE (alpha 255 inside the mask)."""
     if mask.ndim != 2:
         raise ValueError(f"mask must be 2-D, got shape {mask.shape}")
-    return [int(v) for v in mask2rle(np.where(mask, 255, 0).astype(np.uint8))]
+    alpha = mask.astype(bool, copy=False).view(np.uint8) * np.uint8(255)
+    return [int(v) for v in mask2rle(alpha)]
 
 
 def rle_to_mask(rle: object, height: int, width: int) -> np.ndarray:

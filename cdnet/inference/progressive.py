@@ -28,8 +28,13 @@ def merge_progressive(previous: np.ndarray, proposed: np.ndarray, click_yx: tupl
     if not changed.any():
         return result
     k = int(round(join))
-    connect = changed.astype(np.uint8) if k <= 0 else cv2.dilate(
-        changed.view(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1,) * 2))
+    connect = changed.astype(np.uint8)
+    if k > 0:  # dilate only around the changes: on a large crop most of it is unchanged
+        bx, by, bw, bh = cv2.boundingRect(connect)
+        y0, x0 = max(by - k, 0), max(bx - k, 0)
+        y1, x1 = min(by + bh + k, connect.shape[0]), min(bx + bw + k, connect.shape[1])
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1,) * 2)
+        connect[y0:y1, x0:x1] = cv2.dilate(connect[y0:y1, x0:x1], kernel)
     cy, cx = int(round(click_yx[0])), int(round(click_yx[1]))
     r = max(1, int(np.ceil(radius)))
     ly0, lx0 = max(cy - r, 0), max(cx - r, 0)

@@ -93,7 +93,7 @@ class Predictor:
     base_size: int = 384
     zoom_size: int = 400
     progressive: bool = True
-    progressive_join: float = 3.0  # network pixels: nearer changes are one region of change
+    progressive_join: float = 8.0  # network pixels: nearer changes are one region of change
 
     # --- one-shot API -----------------------------------------------------------------
     def prepare(self, image: np.ndarray | PreparedImage) -> PreparedImage:
@@ -263,7 +263,7 @@ class Session:
 
 def load_predictor(path: str | Path | None = None, *, progressive: bool = True,
                    backend: str = "auto", base_size: int = 384, zoom_size: int = 400,
-                   threads: int = 2, progressive_join: float = 3.0) -> Predictor:
+                   threads: int = 2, progressive_join: float = 8.0) -> Predictor:
     """The predictor for bundled weights (or `path`), on ONNX Runtime when it is available.
 
     `backend`: "auto" uses the ONNX file beside the weights when it exists and was exported

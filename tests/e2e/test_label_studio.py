@@ -2,11 +2,11 @@
 pre-labelling with score ordering, webhook corrections and START_TRAINING.
 
 Masks are judged against GrabCut ground truth (the unlabelled boundary band excluded) and against
-the same predictor run in this process with the same clicks: the bundled model is still being
-trained, so an absolute IoU bar would test the training run, not the integration. What must hold
-through Label Studio is "as good as the model itself": the same mask as in-process wherever the
-model is sure (see `agreement`), IoU with the in-process mask >= 0.9, and IoU with the object no
-worse than in-process minus 0.02.
+the same predictor run in this process with the same clicks. What must hold through Label Studio
+is "as good as the model itself": the same mask as in-process wherever the model is sure (see
+`agreement`), IoU with the in-process mask >= 0.9, and IoU with the object no worse than
+in-process minus 0.02; plus an absolute floor on the doll after a positive and a negative click
+(DOLL_IOU_AFTER_TWO_CLICKS), set a little under what the shipped model measures.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from tests.e2e.conftest import (
 )
 
 pytestmark = pytest.mark.e2e
+DOLL_IOU_AFTER_TWO_CLICKS = 0.75  # absolute floor for the mask Label Studio receives
 
 
 def iou(a: np.ndarray, b: np.ndarray, ignore: np.ndarray | None = None) -> float:
@@ -156,6 +157,9 @@ def test_keypoints_positive_then_negative(ls_server, project, reference_predicto
               f"{sure:.1%} pixels the model is sure about")
         assert agree >= 0.99 and iou(m, r.mask) >= 0.9
     assert iou(m2, gt, ignore) >= iou(r2.mask, gt, ignore) - 0.02
+    # and good in absolute terms: the shipped model (cdnet-mnv2-0a5c3d6b) reaches 0.786 on the
+    # doll after these two clicks in-process
+    assert iou(m2, gt, ignore) >= DOLL_IOU_AFTER_TWO_CLICKS
     if false_pos.any():  # the negative click removed something it was placed on
         assert (m1 & ~m2).sum() > 0
 

@@ -20,10 +20,11 @@ from review.cli import main as clicksmith
 from ._paths import need_dataset
 
 # NoC@90 that the shipped model must beat on the first 5 GrabCut objects (progressive off).
-# Measured: OpenCV GrabCut baseline 11.6, untrained model 20.0, shipped cdnet-mnv2-2dfeb92c 8.0
-# (these 5 are harder than the set's mean, 6.06). The bound is that value plus one click of
-# margin: it fails the baseline and the untrained model, and any regression of a click or more.
-NOC90_BOUND_GRABCUT5 = 9.0
+# Measured: OpenCV GrabCut baseline 11.6, untrained model 20.0, earlier cdnet-mnv2-2dfeb92c 8.0,
+# shipped cdnet-mnv2-0a5c3d6b 5.4 (these 5 are harder than the set's mean, 4.46). The bound is
+# that value plus about one click of margin: it fails the baseline, the untrained model and the
+# previous weights, and any regression of a click or more.
+NOC90_BOUND_GRABCUT5 = 6.5
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,8 @@ connected regions of (new XOR previous) that contain or touch the click's disk.
 A boundary correction often comes out as a chain of thin slivers broken by a pixel or two;
 taking only the sliver under the click would throw the rest of that one correction away (and
 measurably costs clicks). `join` bridges such gaps: changes closer than `join` pixels to each
-other (along rows and columns: a square neighbourhood) count as one region. Pixels that did not change are never touched either way.
+other (within a square neighbourhood) count as one region. Pixels that did not change are
+never touched either way.
 """
 
 from __future__ import annotations

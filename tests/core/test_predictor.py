@@ -221,3 +221,17 @@ def test_negative_click_far_outside_the_object_box_is_handled(predictor):
     assert r.mask.shape == prior.shape
     view = zoom_view(prior, [Click(60, 60), Click(290, 395, positive=False)], 400)
     assert view.y0 <= 290 < view.y1 and view.x0 <= 395 < view.x1
+
+
+@pytest.mark.parametrize("k", [3, 8, 40])
+def test_gap_bridging_covers_the_join_and_stays_bounded(k):
+    """The coarse-grid dilation used at large zooms bridges at least `k` px, at most k + k/2."""
+    from cdnet.inference.progressive import _bridge
+
+    rng = np.random.default_rng(0)
+    changed = (rng.random((503, 611)) > 0.9995).astype(np.uint8)
+    got = _bridge(changed, k)
+    exact = cv2.dilate(changed, np.ones((2 * k + 1, 2 * k + 1), np.uint8))
+    widest = k + 2 * (k // 4)
+    bound = cv2.dilate(changed, np.ones((2 * widest + 1, 2 * widest + 1), np.uint8))
+    assert (got >= exact).all() and (got <= bound).all()

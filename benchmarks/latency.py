@@ -103,8 +103,8 @@ def main() -> int:
                          "median_ms": statistics.median(later) * 1e3,
                          "p95_ms": float(np.percentile(later, 95)) * 1e3}
         rows.append(row)
-        base = row.get("grabcut", row[next(iter(methods))])["median_ms"]
         ref = "grabcut" if "grabcut" in methods else next(iter(methods))
+        base = row[ref]["median_ms"]
         print(f"\n{row['size']}: per click (ms)      first   median     p95   x {ref}")
         for name in methods:
             r = row[name]

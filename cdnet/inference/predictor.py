@@ -150,7 +150,7 @@ class Predictor:
         probs = view.crop_probs(out.probs)
         proposed = probs > 0.5
         if state.box:
-            proposed &= view.crop(self._box_mask(state.box, image.shape))
+            proposed &= view.box_mask(state.box)
         previous = view.crop(state.mask)
         if self.progressive and not first:
             px = 1 / min(view.scale)  # one network pixel in full-resolution pixels
@@ -160,7 +160,7 @@ class Predictor:
         mask = view.paste(state.mask, proposed)
         quality = float(out.quality[0])
         new_state = SessionState(clicks, mask, state.prior, state.box, quality)
-        full_probs = partial(_paste_probs, view, state.mask, probs)
+        full_probs = partial(view.paste_probs, state.mask, probs)
         return new_state, Result(mask, quality, float(out.head_probs.std(0).mean()), full_probs)
 
     # --- internals ------------------------------------------------------------------
@@ -207,20 +207,6 @@ class Predictor:
         if not (y1 - y0 >= 1 and x1 - x0 >= 1):
             raise ValueError(f"box {box} is empty or outside the {shape[0]}x{shape[1]} image")
         return (y0, x0, y1, x1)
-
-    @staticmethod
-    def _box_mask(box: Box, shape: tuple[int, int]) -> np.ndarray:
-        y0, x0, y1, x1 = box
-        m = np.zeros(shape, bool)
-        m[int(y0) : int(np.ceil(y1)), int(x0) : int(np.ceil(x1))] = True
-        return m
-
-
-def _paste_probs(view: View, previous: np.ndarray, crop_probs: np.ndarray) -> np.ndarray:
-    """Full-resolution probabilities: the crop's, and 0/1 of the previous mask elsewhere."""
-    out = previous.astype(np.float32)
-    view.crop(out)[...] = crop_probs
-    return out
 
 
 @dataclass

@@ -56,8 +56,9 @@ def merge_progressive(previous: np.ndarray, proposed: np.ndarray, click_yx: tupl
 
 def _bridge(changed: np.ndarray, k: int) -> np.ndarray:
     """`changed` (uint8 0/1) dilated by a (2k+1)-square. For a large k (a zoomed-out view of a
-    big photo) this runs on a grid of k/4-pixel cells (max-pooled, dilated, scaled back), so the
-    bridged gap is k to k + k/4 pixels and the cost no longer grows with the photo."""
+    big photo) this runs on a grid of k/4-pixel cells (max-pooled, dilated, scaled back): the
+    bridged gap is k to k + 2 cells (at most 1.5 k) pixels and the cost no longer grows with
+    the photo."""
     cell = max(1, k // 4)
     if cell == 1:
         return cv2.dilate(changed, np.ones((2 * k + 1, 2 * k + 1), np.uint8))

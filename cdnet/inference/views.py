@@ -6,8 +6,8 @@ maps predictions back, pasting them over the previous full-resolution map.
 
 Work stays proportional to the crop, never to the photo: the image is sampled from a cached
 pyramid level only a little larger than the network frame, and predictions are mapped back
-into the crop alone (`crop_probs`, `paste`), so a click on a 4000x3000 photo costs about what
-one on a 1000x1000 image does.
+into the crop alone (`crop_probs`, `paste`): what a click costs grows with the crop around the
+object, not with the photo.
 """
 
 from __future__ import annotations
@@ -60,15 +60,14 @@ class View:
     def transform_image(self, image: np.ndarray | PreparedImage) -> np.ndarray:
         """The crop resized to the network frame, read from the smallest pyramid level that
         still has at least one pixel per network pixel (anti-aliased by the pyramid)."""
-        if not isinstance(image, PreparedImage):
-            return self._resize_crop(self.crop(image))
-        h, w = image.shape
         k = 0
-        while (self.y1 - self.y0) >> (k + 1) >= self.out_h and \
-                (self.x1 - self.x0) >> (k + 1) >= self.out_w:
-            k += 1
+        if isinstance(image, PreparedImage):
+            while (self.y1 - self.y0) >> (k + 1) >= self.out_h and \
+                    (self.x1 - self.x0) >> (k + 1) >= self.out_w:
+                k += 1
         if k == 0:
-            return self._resize_crop(self.crop(image.rgb))
+            return self._resize_crop(self.crop(getattr(image, "rgb", image)))
+        h, w = image.shape
         src = image.level(k)
         ly, lx = src.shape[0] / h, src.shape[1] / w  # exact level scale (odd sizes round)
         # the crop's region on level k, resampled at about 1:1 so that it starts exactly at
@@ -111,11 +110,31 @@ class View:
         out[self.y0 : self.y1, self.x0 : self.x1] = crop
         return out
 
+    def paste_probs(self, previous: np.ndarray, crop_probs: np.ndarray) -> np.ndarray:
+        """Full-resolution float32 probabilities: `crop_probs` inside the view, `previous`
+        (a mask or a probability map) elsewhere."""
+        out = previous.astype(np.float32)  # a new array already: write into it
+        out[self.y0 : self.y1, self.x0 : self.x1] = crop_probs
+        return out
+
     def inv_transform(self, probs: np.ndarray, previous: np.ndarray) -> np.ndarray:
         """Network-frame probabilities pasted into a copy of the full-resolution `previous`."""
-        out = previous.astype(np.float32)  # a new array already: write into it
-        out[self.y0 : self.y1, self.x0 : self.x1] = self.crop_probs(probs)
-        return out
+        return self.paste_probs(previous, self.crop_probs(probs))
+
+    def box_mask(self, box: tuple[float, float, float, float]) -> np.ndarray:
+        """The pixels of `box` (y0, x0, y1, x1, full-resolution) inside this view's crop."""
+        return box_mask(box, (self.y1 - self.y0, self.x1 - self.x0), (self.y0, self.x0))
+
+
+def box_mask(box: tuple[float, float, float, float], shape: tuple[int, int],
+             origin: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """A bool mask of `shape` whose pixel (0, 0) is image pixel `origin`, True inside `box`
+    (y0, x0, y1, x1 in image pixels; a pixel counts when the box covers any of it)."""
+    y0, x0, y1, x1 = box
+    m = np.zeros(shape, bool)
+    m[max(int(y0) - origin[0], 0) : max(int(np.ceil(y1)) - origin[0], 0),
+      max(int(x0) - origin[1], 0) : max(int(np.ceil(x1)) - origin[1], 0)] = True
+    return m
 
 
 def whole_view(shape: tuple[int, int], size: int) -> View:

@@ -235,3 +235,11 @@ def test_gap_bridging_covers_the_join_and_stays_bounded(k):
     widest = k + 2 * (k // 4)
     bound = cv2.dilate(changed, np.ones((2 * widest + 1, 2 * widest + 1), np.uint8))
     assert (got >= exact).all() and (got <= bound).all()
+
+
+def test_a_views_box_mask_is_the_crop_of_the_full_box_mask():
+    from cdnet.inference.views import box_mask
+
+    view = View.fit(40, 30, 140, 230, 400)
+    for box in ((50.2, 20.0, 90.7, 100.1), (0.0, 0.0, 300.0, 400.0), (150.0, 10.0, 160.0, 20.0)):
+        assert np.array_equal(view.box_mask(box), view.crop(box_mask(box, (300, 400))))

@@ -16,13 +16,14 @@ from dataclasses import dataclass, field
 from functools import cached_property, partial
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from cdnet.clicks import Click
 from cdnet.inference.image import PreparedImage, as_mask
-from cdnet.inference.progressive import merge_progressive
+from cdnet.inference.progressive import regions_of_change
 from cdnet.inference.runner import NetOutput, OnnxRunner, Runner, TorchRunner
-from cdnet.inference.views import View, box_view, whole_view, zoom_view
+from cdnet.inference.views import View, box_mask, box_view, whole_view, zoom_view
 from cdnet.model.encoding import CLICK_RADIUS, click_maps
 
 Box = tuple[float, float, float, float]  # y0, x0, y1, x1 in pixels
@@ -126,7 +127,7 @@ class Predictor:
         img = self.prepare(image)
         mask = as_mask(mask, img.shape, "mask")
         view = zoom_view(mask, (), self.zoom_size) if mask.any() else self._whole(img)
-        out = self._run(img, view, (), mask)
+        out = self._run(img, view, (), view.transform_mask(mask))
         return float(out.quality[1])
 
     # --- the step -------------------------------------------------------------------
@@ -145,23 +146,53 @@ class Predictor:
         if state.box and not any(c.positive for c in clicks):
             y0, x0, y1, x1 = state.box
             net_clicks = (Click((y0 + y1) / 2, (x0 + x1) / 2),) + clicks
-        out = self._run(image, view, net_clicks, state.mask)
-        # everything below works on the view's crop; the full-resolution mask is touched once
-        probs = view.crop_probs(out.probs)
+        prior = view.transform_mask(state.mask)
+        out = self._run(image, view, net_clicks, prior)
+        quality = float(out.quality[0])
+        disagreement = float(out.head_probs.std(0).mean())
+        if self.progressive and not first:
+            mask = self._refine_locally(view, state, out.probs, prior, click)
+            full_probs = lambda: view.inv_transform(out.probs, state.mask)  # noqa: E731
+        else:
+            probs = view.crop_probs(out.probs)
+            proposed = probs > 0.5
+            if state.box:
+                proposed &= view.box_mask(state.box)
+            mask = view.paste(state.mask, proposed)
+            full_probs = partial(view.paste_probs, state.mask, probs)
+        new_state = SessionState(clicks, mask, state.prior, state.box, quality)
+        return new_state, Result(mask, quality, disagreement, full_probs)
+
+    def _refine_locally(self, view: View, state: SessionState, probs: np.ndarray,
+                        prior: np.ndarray, click: Click) -> np.ndarray:
+        """Progressive refinement. The regions of change are found in the network frame
+        (where the network's own detail lives) and then applied at full resolution inside
+        their bounding box only: on a 12 MP photo a click costs its correction, not the crop.
+        """
         proposed = probs > 0.5
         if state.box:
-            proposed &= view.box_mask(state.box)
-        previous = view.crop(state.mask)
-        if self.progressive and not first:
-            px = 1 / min(view.scale)  # one network pixel in full-resolution pixels
-            proposed = merge_progressive(previous, proposed, (click.y - view.y0,
-                                                              click.x - view.x0),
-                                         CLICK_RADIUS * px, self.progressive_join * px)
-        mask = view.paste(state.mask, proposed)
-        quality = float(out.quality[0])
-        new_state = SessionState(clicks, mask, state.prior, state.box, quality)
-        full_probs = partial(view.paste_probs, state.mask, probs)
-        return new_state, Result(mask, quality, float(out.head_probs.std(0).mean()), full_probs)
+            sy, sx = view.scale
+            y0, x0, y1, x1 = state.box
+            proposed &= box_mask(((y0 - view.y0) * sy, (x0 - view.x0) * sx,
+                                  (y1 - view.y0) * sy, (x1 - view.x0) * sx), proposed.shape)
+        c = view.transform_clicks([click])[0]
+        region = regions_of_change(prior > 0.5, proposed, (c.y, c.x), CLICK_RADIUS,
+                                   self.progressive_join).view(np.uint8)
+        # with the click's own disk (a change thinner than a network pixel is still a change),
+        # grown by a pixel to hold the blended boundary between network pixels
+        cv2.circle(region, (int(round(c.x)), int(round(c.y))), int(np.ceil(CLICK_RADIUS)), 1, -1)
+        region = cv2.dilate(region, np.ones((3, 3), np.uint8))
+        bx, by, bw, bh = cv2.boundingRect(region)
+        rows, cols = view.crop_span(by, by + bh, 0), view.crop_span(bx, bx + bw, 1)
+        take = view.crop_nearest(region, rows, cols).view(bool)
+        fine = view.crop_probs_region(probs, rows, cols) > 0.5
+        oy, ox = view.y0 + rows.start, view.x0 + cols.start
+        if state.box:
+            fine &= box_mask(state.box, fine.shape, (oy, ox))
+        mask = state.mask.copy()
+        target = mask[oy : view.y0 + rows.stop, ox : view.x0 + cols.stop]
+        target[take] = fine[take]
+        return mask
 
     # --- internals ------------------------------------------------------------------
     def _zero_click(self, image: PreparedImage, box: Box | None) -> Result:
@@ -172,7 +203,7 @@ class Predictor:
             y0, x0, y1, x1 = box
             return self.predict(image, [Click((y0 + y1) / 2, (x0 + x1) / 2)], box=box)
         view = self._whole(image)
-        out = self._run(image, view, (), np.zeros(shape, bool))
+        out = self._run(image, view, (), np.zeros((view.out_h, view.out_w), np.float32))
         probs = view.inv_transform(out.probs, np.zeros(shape, np.float32))
         return Result(probs > 0.5, float(out.quality[0]), float(out.head_probs.std(0).mean()),
                       probs)
@@ -181,13 +212,15 @@ class Predictor:
         return whole_view(image.shape, self.base_size)
 
     def _run(self, image: PreparedImage, view: View, clicks: Sequence[Click],
-             mask: np.ndarray) -> NetOutput:
+             prior: np.ndarray) -> NetOutput:
+        """The network on `view`; `prior` is the mask already in the network frame
+        (`view.transform_mask`), which the caller may need again."""
         if view.is_whole and view.y1 == image.shape[0] and view.x1 == image.shape[1]:
             rgb = image.cached(("view", view), lambda: view.transform_image(image))
         else:
             rgb = view.transform_image(image)
         maps = click_maps(view.transform_clicks(clicks), view.out_h, view.out_w)
-        return self.runner(rgb, maps, view.transform_mask(mask))
+        return self.runner(rgb, maps, prior)
 
     @staticmethod
     def _check_click(click: Click, shape: tuple[int, int]) -> None:

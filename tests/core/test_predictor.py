@@ -223,18 +223,62 @@ def test_negative_click_far_outside_the_object_box_is_handled(predictor):
     assert view.y0 <= 290 < view.y1 and view.x0 <= 395 < view.x1
 
 
-@pytest.mark.parametrize("k", [3, 8, 40])
-def test_gap_bridging_covers_the_join_and_stays_bounded(k):
-    """The coarse-grid dilation used at large zooms bridges at least `k` px, at most k + k/2."""
-    from cdnet.inference.progressive import _bridge
+@pytest.mark.parametrize("crop", [(0, 0, 300, 400), (37, 51, 2537, 3051), (5, 9, 61, 45)])
+def test_a_region_of_the_crop_probabilities_is_computed_alone(crop):
+    """Local refinement upsamples only the corrected region: it must be the same numbers as
+    the region of the whole crop's upsampling, and its spans must map onto network pixels."""
+    view = View.fit(*crop, 400)
+    probs = np.random.default_rng(0).random((view.out_h, view.out_w), dtype=np.float32)
+    whole = view.crop_probs(probs)
+    h, w = whole.shape
+    for rows, cols in ((slice(0, h), slice(0, w)), (slice(h // 3, h // 2), slice(1, w - 1))):
+        region = view.crop_probs_region(probs, rows, cols)
+        assert region.shape == whole[rows, cols].shape
+        assert np.abs(region - whole[rows, cols]).max() < 1e-5
+    small = np.zeros((view.out_h, view.out_w), bool)
+    small[10:20, 30:45] = True
+    rows, cols = view.crop_span(10, 20, 0), view.crop_span(30, 45, 1)
+    # crop pixels whose centre falls in those network pixels
+    ys = np.nonzero(np.isin(((np.arange(h) + 0.5) * view.scale[0]).astype(int), range(10, 20)))[0]
+    xs = np.nonzero(np.isin(((np.arange(w) + 0.5) * view.scale[1]).astype(int), range(30, 45)))[0]
+    assert (rows.start, rows.stop, cols.start, cols.stop) == (ys.min(), ys.max() + 1,
+                                                              xs.min(), xs.max() + 1)
+    assert view.crop_nearest(small, rows, cols).all()
 
-    rng = np.random.default_rng(0)
-    changed = (rng.random((503, 611)) > 0.9995).astype(np.uint8)
-    got = _bridge(changed, k)
-    exact = cv2.dilate(changed, np.ones((2 * k + 1, 2 * k + 1), np.uint8))
-    widest = k + 2 * (k // 4)
-    bound = cv2.dilate(changed, np.ones((2 * widest + 1, 2 * widest + 1), np.uint8))
-    assert (got >= exact).all() and (got <= bound).all()
+
+def test_a_click_on_a_large_photo_changes_only_its_region_of_change(predictor):
+    """4000x3000, where regions are found in the network frame and applied at full
+    resolution: the far-away prior survives and every changed pixel is in a region of change
+    that touches the click (at the scale of the view)."""
+    img, _ = disk_image(3000, 4000, 1500, 2000, 500)
+    prior = np.zeros(img.shape[:2], bool)
+    prior[200:600, 200:800] = True
+    prior[1200:1800, 1700:2300] = True
+    s = predictor.session(img, prior_mask=prior)
+    click = Click(1500, 2450)
+    r = s.add_click(click)
+    changed = r.mask != prior
+    assert changed.any() and np.array_equal(r.mask[200:600, 200:800], prior[200:600, 200:800])
+    px = 1 / min(zoom_view(prior, [click], 400).scale)
+    radius = int(np.ceil(5 * px)) + int(np.ceil(px))
+    join = int(np.ceil((predictor.progressive_join + 1) * px))
+    allowed = _components_touching(changed, click, radius, join)
+    assert not (changed & ~allowed).any(), "pixels changed outside the click's region of change"
+
+
+def test_a_zoomed_out_views_mask_coverage_is_sampled_close_to_the_area_average():
+    """A crop over twice the frame is sampled at 2x2 points per network pixel: within a
+    quarter of the exact area coverage at the edge, equal inside and outside the object."""
+    mask = np.zeros((3000, 4000), np.uint8)
+    cv2.circle(mask, (1650, 1500), 900, 1, -1)
+    mask = mask.astype(bool)
+    view = View.fit(100, 200, 2600, 2700, 400)
+    exact = cv2.resize(view.crop(mask).astype(np.float32), (view.out_w, view.out_h),
+                       interpolation=cv2.INTER_AREA)
+    got = view.transform_mask(mask)
+    assert got.dtype == np.float32 and got.shape == exact.shape
+    assert np.abs(got - exact).max() <= 0.26 and np.abs(got - exact).mean() < 2e-3
+    assert np.array_equal(got[(exact == 0) | (exact == 1)], exact[(exact == 0) | (exact == 1)])
 
 
 def test_a_views_box_mask_is_the_crop_of_the_full_box_mask():

@@ -13,6 +13,14 @@ Reported per dataset and overall: Spearman(score, IoU); the share of masks with 
 fall in the worst-scored 20% ("recall@20%"); the issue's bars are Spearman >= 0.6 and
 recall@20% >= 0.5.
 
+That recall bar can only be met when at most 40% of the masks are bad (the worst 20% cannot
+hold half of more), but this mix is over half bad (two of the three degraded masks by
+construction, most 1-2 click predictions). A review queue after pre-labelling holds a minority
+of bad masks, so recall@20% is also reported at a stated share of bad masks
+(`--bad-share`, default 25%): the bad masks are subsampled to that share (all good masks
+kept, 200 seeded draws, mean and 5th percentile). Ranking quality is unchanged by this; only
+the bar becomes reachable. Both numbers are printed.
+
     python benchmarks/quality_ranking.py [--weights W] [--max-objects N] [--out results/...json]
 """
 
@@ -50,6 +58,25 @@ def recall_worst(scores: list[float], ious: list[float], fraction: float = 0.2) 
     k = max(1, int(round(fraction * len(scores_a))))
     worst = np.argsort(scores_a, kind="stable")[:k]
     return float(bad[worst].sum() / bad.sum())
+
+
+def recall_at_share(scores: list[float], ious: list[float], bad_share: float,
+                    draws: int = 200, seed: int = 0) -> tuple[float, float]:
+    """recall@20% when bad masks make up `bad_share` of the set: (mean, 5th percentile) over
+    random subsets of the bad masks (all good masks kept). With fewer bad masks than the share
+    asks for, the whole set is used."""
+    scores_a, ious_a = np.asarray(scores), np.asarray(ious)
+    bad, good = np.nonzero(ious_a < BAD_IOU)[0], np.nonzero(ious_a >= BAD_IOU)[0]
+    n_bad = int(round(bad_share / (1 - bad_share) * len(good)))
+    if n_bad >= len(bad) or n_bad == 0:
+        r = recall_worst(list(scores_a), list(ious_a))
+        return r, r
+    rng = np.random.default_rng(seed)
+    got = []
+    for _ in range(draws):
+        keep = np.concatenate([good, rng.choice(bad, n_bad, replace=False)])
+        got.append(recall_worst(list(scores_a[keep]), list(ious_a[keep])))
+    return float(np.mean(got)), float(np.percentile(got, 5))
 
 
 def masks_for(predictor, sample, seed: int = 0):
@@ -97,7 +124,7 @@ def run_dataset(predictor, name: str, max_objects: int | None) -> list[dict]:
     return rows
 
 
-def summarize(rows: list[dict]) -> dict:
+def summarize(rows: list[dict], bad_share: float = 0.25) -> dict:
     """Spearman and worst-20% recall for the score and the baseline. `recall_ceiling` is the
     best recall any ranking can reach: when more than 20% of the masks are bad, the worst 20%
     cannot hold them all (read recall against it)."""
@@ -106,11 +133,14 @@ def summarize(rows: list[dict]) -> dict:
     k = max(1, int(round(0.2 * len(rows))))
     out = {"masks": len(rows), "bad_masks": bad,
            "recall_ceiling": round(min(1.0, k / bad), 4) if bad else None,
-           "mean_iou": round(float(np.mean(ious)), 4)}
+           "mean_iou": round(float(np.mean(ious)), 4), "bad_share": bad_share}
     for key in ("score", "baseline"):
         vals = [r[key] for r in rows]
+        mean, p5 = recall_at_share(vals, ious, bad_share)
         out[key] = {"spearman": round(spearman(vals, ious), 4),
-                    "recall_worst20": round(recall_worst(vals, ious), 4)}
+                    "recall_worst20": round(recall_worst(vals, ious), 4),
+                    "recall_worst20_at_share": round(mean, 4),
+                    "recall_worst20_at_share_p5": round(p5, 4)}
     return out
 
 
@@ -121,7 +151,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-objects", type=int, default=None, help="objects per dataset")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=None, help="write rows + summary as JSON")
+    ap.add_argument("--bad-share", type=float, default=0.25,
+                    help="share of bad masks for the second recall figure (0 < x < 1)")
+    ap.add_argument("--summarize", type=Path, default=None,
+                    help="only summarise the rows of an earlier --out file")
     args = ap.parse_args(argv)
+    if not 0 < args.bad_share < 1:
+        ap.error("--bad-share must be between 0 and 1")
+    if args.summarize:
+        report = json.loads(args.summarize.read_text())
+        _print_and_save(_summaries(report, report["rows"], args.bad_share), None)
+        return 0
 
     from cdnet import load_predictor
     from cdnet.eval.datasets import SHARED_DATASETS
@@ -133,24 +173,41 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     rows = []
     report: dict = {"model_version": predictor.model_version, "weights": args.weights,
-                    "max_objects": args.max_objects, "datasets": {}}
+                    "max_objects": args.max_objects}
     for name in args.datasets.split(","):
-        ds_rows = run_dataset(predictor, name.strip(), args.max_objects)
-        report["datasets"][name] = summarize(ds_rows)
-        rows += ds_rows
-    report["overall"] = summarize(rows)
+        rows += run_dataset(predictor, name.strip(), args.max_objects)
+    report["rows"] = rows
     report["seconds"] = round(time.time() - started, 1)
-    print(f"model {predictor.model_version}  ({report['seconds']} s)")
+    _print_and_save(_summaries(report, rows, args.bad_share), args.out)
+    return 0
+
+
+def _summaries(report: dict, rows: list[dict], bad_share: float) -> dict:
+    """`report` with per-dataset and overall summaries of `rows` filled in."""
+    by_set: dict[str, list[dict]] = {}
+    for r in rows:
+        by_set.setdefault(r["dataset"], []).append(r)
+    report["datasets"] = {name: summarize(rs, bad_share) for name, rs in by_set.items()}
+    report["overall"] = summarize(rows, bad_share)
+    return report
+
+
+def _print_and_save(report: dict, out: Path | None) -> None:
+    print(f"model {report['model_version']}  ({report['seconds']} s)")
     print(f"{'set':<10} {'masks':>6} {'bad':>5}  {'Spearman score':>15} {'baseline':>9}  "
-          f"{'worst20% recall score':>22} {'baseline':>9} {'ceiling':>8}")
+          f"{'worst20% recall score':>22} {'baseline':>9} {'ceiling':>8}  "
+          f"{'at ' + format(report['overall']['bad_share'], '.0%') + ' bad: score':>18} "
+          f"{'(p5)':>6} {'baseline':>9}")
     for name, s in [*report["datasets"].items(), ("overall", report["overall"])]:
         print(f"{name:<10} {s['masks']:>6} {s['bad_masks']:>5}  {s['score']['spearman']:>15.3f} "
               f"{s['baseline']['spearman']:>9.3f}  {s['score']['recall_worst20']:>22.3f} "
-              f"{s['baseline']['recall_worst20']:>9.3f} {s['recall_ceiling'] or 0:>8.3f}")
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({**report, "rows": rows}, indent=1))
-    return 0
+              f"{s['baseline']['recall_worst20']:>9.3f} {s['recall_ceiling'] or 0:>8.3f}  "
+              f"{s['score']['recall_worst20_at_share']:>18.3f} "
+              f"{s['score']['recall_worst20_at_share_p5']:>6.3f} "
+              f"{s['baseline']['recall_worst20_at_share']:>9.3f}")
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from backend.prompts import Prompt
 from backend.sessions import SessionRecord
 from backend.tools import Locks, mask_digest, remember, run_tools
 from cdnet.clicks import Click
+from cdnet.inference.views import box_mask
 
 
 @dataclass
@@ -144,7 +145,7 @@ class Engine:
         clicks_run = 0
         locks = Locks.load(record.locks[0], record.locks[1], shape)
         if rec_box is not None and kind == "box":
-            locks.limit(_box_mask(rec_box, shape))
+            locks.limit(box_mask(rec_box, shape))
         seen = list(record.extra.get("seen", []))
         if kind == "new" and seed is not None:
             seen = remember(seen, mask_digest(seed))
@@ -170,7 +171,7 @@ class Engine:
                     base &= ~m
                 locks.fix(m, s.positive)
             if rec_box is not None:
-                inside = _box_mask(rec_box, shape)
+                inside = box_mask(rec_box, shape)
                 current &= inside
                 base &= inside
             session = self.p.session(image, prior_mask=current, box=rec_box)
@@ -225,7 +226,7 @@ class Engine:
         result = session.result
         final = locks.apply(result.mask)
         if rec_box is not None:
-            final &= _box_mask(rec_box, shape)
+            final &= box_mask(rec_box, shape)
         if not np.array_equal(final, result.mask):
             session = self.p.session(image, state=replace(session.state, mask=final))
         record.state = session.state.to_bytes()
@@ -248,7 +249,7 @@ class Engine:
         """The session continued from mask `new` (its clicks kept), and the base prior with the
         same pixels added and removed; `locks` given: the changed pixels are locked."""
         if box is not None:
-            new = new & _box_mask(box, new.shape)
+            new = new & box_mask(box, new.shape)
         current = session.result.mask
         added, removed = new & ~current, current & ~new
         if locks is not None:
@@ -263,10 +264,3 @@ class Engine:
     @staticmethod
     def _click(c: dict) -> Click:
         return Click(float(c["y"]), float(c["x"]), bool(c["positive"]))
-
-
-def _box_mask(box: tuple[float, float, float, float], shape: tuple[int, int]) -> np.ndarray:
-    y0, x0, y1, x1 = box
-    m = np.zeros(shape, bool)
-    m[int(y0) : int(np.ceil(y1)), int(x0) : int(np.ceil(x1))] = True
-    return m

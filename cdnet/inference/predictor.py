@@ -25,6 +25,11 @@ from cdnet.inference.progressive import regions_of_change
 from cdnet.inference.runner import NetOutput, OnnxRunner, Runner, TorchRunner
 from cdnet.inference.views import View, box_mask, box_view, whole_view, zoom_view
 from cdnet.model.encoding import CLICK_RADIUS, click_maps
+from cdnet.settings import load_settings
+
+# the view geometry and merge defaults come from config/defaults.toml (environment ignored
+# here: a Predictor built in code should not change with the shell it runs in)
+_DEFAULTS = load_settings(env={})
 
 Box = tuple[float, float, float, float]  # y0, x0, y1, x1 in pixels
 
@@ -91,10 +96,10 @@ class SessionState:
 class Predictor:
     runner: Runner
     model_version: str
-    base_size: int = 384
-    zoom_size: int = 400
+    base_size: int = _DEFAULTS.base_size
+    zoom_size: int = _DEFAULTS.zoom_size
     progressive: bool = True
-    progressive_join: float = 8.0  # network pixels: nearer changes are one region of change
+    progressive_join: float = _DEFAULTS.progressive_join  # network px: nearer changes join
 
     # --- one-shot API -----------------------------------------------------------------
     def prepare(self, image: np.ndarray | PreparedImage) -> PreparedImage:
@@ -281,8 +286,9 @@ class Session:
 
 
 def load_predictor(path: str | Path | None = None, *, progressive: bool = True,
-                   backend: str = "auto", base_size: int = 384, zoom_size: int = 400,
-                   threads: int = 2, progressive_join: float = 8.0) -> Predictor:
+                   backend: str = "auto", base_size: int = _DEFAULTS.base_size,
+                   zoom_size: int = _DEFAULTS.zoom_size, threads: int = 2,
+                   progressive_join: float = _DEFAULTS.progressive_join) -> Predictor:
     """The predictor for bundled weights (or `path`), on ONNX Runtime when it is available.
 
     `backend`: "auto" uses the ONNX file beside the weights when it exists and was exported

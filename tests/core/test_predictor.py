@@ -93,7 +93,7 @@ def test_progressive_click_changes_only_the_region_it_touches(predictor, positiv
     r = s.add_click(click)
     changed = r.mask != prior
     assert np.array_equal(r.mask[20:60, 20:80], prior[20:60, 20:80])
-    px = 1 / min(zoom_view(prior, [click], 400).scale)
+    px = 1 / min(zoom_view(prior, [click], predictor.zoom_size).scale)
     radius = int(np.ceil(5 * px)) + 1
     join = int(np.ceil(predictor.progressive_join * px))
     allowed = _components_touching(changed, click, radius, join)
@@ -219,7 +219,7 @@ def test_negative_click_far_outside_the_object_box_is_handled(predictor):
     s.add_click(Click(60, 60))
     r = s.add_click(Click(290, 395, positive=False))  # beyond every box so far
     assert r.mask.shape == prior.shape
-    view = zoom_view(prior, [Click(60, 60), Click(290, 395, positive=False)], 400)
+    view = zoom_view(prior, [Click(60, 60), Click(290, 395, positive=False)], predictor.zoom_size)
     assert view.y0 <= 290 < view.y1 and view.x0 <= 395 < view.x1
 
 
@@ -259,7 +259,7 @@ def test_a_click_on_a_large_photo_changes_only_its_region_of_change(predictor):
     r = s.add_click(click)
     changed = r.mask != prior
     assert changed.any() and np.array_equal(r.mask[200:600, 200:800], prior[200:600, 200:800])
-    px = 1 / min(zoom_view(prior, [click], 400).scale)
+    px = 1 / min(zoom_view(prior, [click], predictor.zoom_size).scale)
     radius = int(np.ceil(5 * px)) + int(np.ceil(px))
     join = int(np.ceil((predictor.progressive_join + 1) * px))
     allowed = _components_touching(changed, click, radius, join)

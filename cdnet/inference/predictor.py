@@ -196,7 +196,7 @@ class Predictor:
             fine &= box_mask(state.box, fine.shape, (oy, ox))
         mask = state.mask.copy()
         target = mask[oy : view.y0 + rows.stop, ox : view.x0 + cols.stop]
-        target[take] = fine[take]
+        np.copyto(target, fine, where=take)
         return mask
 
     # --- internals ------------------------------------------------------------------

@@ -4,10 +4,11 @@ One `View` covers both test-time steps: the whole-image resize (first click) and
 around the object (later clicks). `transform_*` maps into the network frame, `inv_transform`
 maps predictions back, pasting them over the previous full-resolution map.
 
-Work stays proportional to the crop, never to the photo: the image is sampled from a cached
-pyramid level only a little larger than the network frame, and predictions are mapped back
-into the crop alone (`crop_probs`, `paste`): what a click costs grows with the crop around the
-object, not with the photo.
+Work stays proportional to the network frame, not to the photo: the image is sampled from a
+cached pyramid level only a little larger than the frame, a large crop's mask is sampled at 2x2
+points per network pixel, and a progressive click maps predictions back only inside the region
+it corrects (`crop_probs_region`, `crop_nearest`); `crop_probs` / `paste` map the whole crop
+where every pixel is taken (first click, progressive off).
 """
 
 from __future__ import annotations

@@ -49,9 +49,3 @@ def regions_of_change(previous: np.ndarray, proposed: np.ndarray, click_yx: tupl
     np.logical_and(connect == 2, changed, out=taken)
     return taken
 
-
-def merge_progressive(previous: np.ndarray, proposed: np.ndarray, click_yx: tuple[float, float],
-                      radius: float, join: float = 0.0) -> np.ndarray:
-    """`previous` with the changed regions of `proposed` that touch the click applied."""
-    taken = regions_of_change(previous, proposed, click_yx, radius, join)
-    return np.where(taken, proposed, previous)

@@ -117,11 +117,10 @@ class View:
         h, w = self.y1 - self.y0, self.x1 - self.x0
         return cv2.resize(probs, (w, h), interpolation=cv2.INTER_LINEAR)
 
-    def crop_index(self, axis: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """For every crop row (axis 0) or column (axis 1): the two network-frame pixels that
-        `crop_probs` blends and the weight of the second, as cv2.resize INTER_LINEAR does."""
-        n_net = self.out_h if axis == 0 else self.out_w
-        n_crop = self.y1 - self.y0 if axis == 0 else self.x1 - self.x0
+    def row_blend(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For every crop row: the two network-frame rows that `crop_probs` blends and the
+        weight of the second, as cv2.resize INTER_LINEAR samples them."""
+        n_net, n_crop = self.out_h, self.y1 - self.y0
         pos = (np.arange(n_crop) + 0.5) * (n_net / n_crop) - 0.5
         lo = np.floor(pos)
         weight = (pos - lo).astype(np.float32)
@@ -133,7 +132,7 @@ class View:
     def crop_probs_region(self, probs: np.ndarray, rows: slice, cols: slice) -> np.ndarray:
         """`crop_probs(probs)[rows, cols]` (to float rounding), computing only those rows:
         a local correction on a zoomed-out photo costs its own size, not the crop's."""
-        lo, hi, weight = (a[rows] for a in self.crop_index(0))
+        lo, hi, weight = (a[rows] for a in self.row_blend())
         band = probs[lo] * (1 - weight)[:, None] + probs[hi] * weight[:, None]
         # the horizontal pass is cv2's own (same sampling as crop_probs, and fast)
         wide = cv2.resize(band, (self.x1 - self.x0, band.shape[0]),

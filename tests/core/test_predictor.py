@@ -10,7 +10,7 @@ import pytest
 
 from cdnet import Click, SessionState
 from cdnet.inference.image import PreparedImage
-from cdnet.inference.progressive import merge_progressive
+from cdnet.inference.progressive import regions_of_change
 from cdnet.inference.views import View, zoom_view
 from tests.conftest import disk_image
 
@@ -65,6 +65,12 @@ def _components_touching(changed: np.ndarray, click: Click, radius: int,
     cv2.circle(disk.view(np.uint8), (int(click.x), int(click.y)), radius, 1, -1)
     ids = np.unique(labels[disk & changed])
     return np.isin(labels, ids[ids > 0]) & changed
+
+
+def merge_progressive(previous, proposed, click_yx, radius, join):
+    """`previous` with the regions of change that touch the click taken from `proposed`."""
+    taken = regions_of_change(previous, proposed, click_yx, radius, join)
+    return np.where(taken, proposed, previous)
 
 
 def test_merge_takes_the_touched_change_and_bridges_small_gaps_only():

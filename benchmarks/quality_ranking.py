@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -49,7 +50,7 @@ def spearman(a: list[float], b: list[float]) -> float:
     return float(spearmanr(a, b).statistic)
 
 
-def recall_worst(scores: list[float], ious: list[float], fraction: float = 0.2) -> float:
+def recall_worst(scores: ArrayLike, ious: ArrayLike, fraction: float = 0.2) -> float:
     """Share of the bad masks (IoU < 0.85) that are among the worst-scored `fraction`."""
     scores_a, ious_a = np.asarray(scores), np.asarray(ious)
     bad = ious_a < BAD_IOU
@@ -60,7 +61,7 @@ def recall_worst(scores: list[float], ious: list[float], fraction: float = 0.2) 
     return float(bad[worst].sum() / bad.sum())
 
 
-def recall_at_share(scores: list[float], ious: list[float], bad_share: float,
+def recall_at_share(scores: ArrayLike, ious: ArrayLike, bad_share: float,
                     draws: int = 200, seed: int = 0) -> tuple[float, float]:
     """recall@20% when bad masks make up `bad_share` of the set: (mean, 5th percentile) over
     random subsets of the bad masks (all good masks kept). With fewer bad masks than the share
@@ -69,13 +70,13 @@ def recall_at_share(scores: list[float], ious: list[float], bad_share: float,
     bad, good = np.nonzero(ious_a < BAD_IOU)[0], np.nonzero(ious_a >= BAD_IOU)[0]
     n_bad = int(round(bad_share / (1 - bad_share) * len(good)))
     if n_bad >= len(bad) or n_bad == 0:
-        r = recall_worst(list(scores_a), list(ious_a))
+        r = recall_worst(scores_a, ious_a)
         return r, r
     rng = np.random.default_rng(seed)
     got = []
     for _ in range(draws):
         keep = np.concatenate([good, rng.choice(bad, n_bad, replace=False)])
-        got.append(recall_worst(list(scores_a[keep]), list(ious_a[keep])))
+        got.append(recall_worst(scores_a[keep], ious_a[keep]))
     return float(np.mean(got)), float(np.percentile(got, 5))
 
 

@@ -96,15 +96,24 @@ def simulate_batch(model: CDNet, source: SampleSource, cfg: TrainConfig,
     return _batch_tensors(images, gts, clicks, priors)
 
 
-def validation_samples(entries, limit: int) -> list[Sample]:
+def validation_samples(entries, limit: int | None, extra_per_image: int = 0,
+                       min_pixels: int = 100) -> list[Sample]:
+    """Held-out objects: the first mask of each of the first `limit` images (all when None),
+    plus up to `extra_per_image` further masks of the same image larger than `min_pixels`.
+
+    Training validates on the first masks only (cheap, noisy); choosing between checkpoints
+    uses the extra objects too (benchmarks/heldout.py), never GrabCut or Berkeley.
+    """
     from cdnet.train.data import _load
 
     out = []
     for e in entries[:limit]:
         img = _load(e.image, gray=False)
-        gt = _load(e.masks[0], gray=True, size=img.shape[:2]) > 127
-        if gt.any():
-            out.append(Sample(e.image.stem, img, gt, None))
+        for k, path in enumerate(e.masks[: 1 + extra_per_image]):
+            gt = _load(path, gray=True, size=img.shape[:2]) > 127
+            if gt.sum() > (0 if k == 0 else min_pixels):
+                out.append(Sample(e.image.stem if k == 0 else f"{e.image.stem}#{k}", img, gt,
+                                  None))
     return out
 
 

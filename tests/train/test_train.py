@@ -12,7 +12,7 @@ import torch
 from cdnet import load_predictor
 from cdnet.model.io import build_model
 from cdnet.train.data import SampleSource, scan, split
-from cdnet.train.loop import TrainConfig, simulate_batch, train
+from cdnet.train.loop import TrainConfig, simulate_batch, train, validation_samples
 from cdnet.train.losses import cdnet_loss
 from cdnet.train.simulation import random_first_clicks, random_prior
 
@@ -56,6 +56,17 @@ def test_scan_refuses_a_folder_without_masks(tmp_path):
     (tmp_path / "images").mkdir()
     with pytest.raises(ValueError, match="masks"):
         scan(tmp_path)
+
+
+def test_held_out_objects_are_first_masks_plus_large_further_ones(dataset):
+    entries = scan(dataset)
+    assert [s.name for s in validation_samples(entries, 2)] == ["im_0", "im_1"]
+    picked = validation_samples(entries, None, extra_per_image=1)
+    assert [s.name for s in picked] == ["im_0", "im_1", "im_1#1", "im_2", "im_3", "im_3#1"]
+    rect = cv2.imread(str(dataset / "masks" / "im_1_1.png"), cv2.IMREAD_GRAYSCALE) > 127
+    assert np.array_equal(picked[2].gt, rect)
+    # the 41x41 rectangle is too small for a 2,000-pixel floor: only first masks remain
+    assert len(validation_samples(entries, None, 1, min_pixels=2000)) == 4
 
 
 def test_simulated_clicks_and_priors_are_where_they_should_be():

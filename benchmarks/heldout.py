@@ -1,0 +1,90 @@
+"""Compare weights files (and network view sizes) on held-out training objects.
+
+    python benchmarks/heldout.py runs/s4/snap_0600.pt cdnet/weights/cdnet_mnv2.pt \
+        [--sizes 320/320 384/400] [--mode empty|prior] [--extra 3] [--threads 2]
+
+This is how a checkpoint is chosen before it ships: the images that `clicksmith train` holds out
+(5% of the `train_*` images by a hash of the name, the same split as training's validation),
+their first object plus up to `--extra` further objects each, NoC protocol, progressive off.
+GrabCut and Berkeley are never used for a choice: they are the published test sets.
+Prints one row per weights file and one column per view size (pooled NoC@90, lower is better),
+and writes the JSON of every run to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from cdnet.eval.noc import evaluate  # noqa: E402
+from cdnet.fileio import atomic_write_bytes  # noqa: E402
+from cdnet.inference.predictor import load_predictor  # noqa: E402
+from cdnet.train.cli import DEFAULT_DATASETS  # noqa: E402
+from cdnet.train.data import scan, split  # noqa: E402
+from cdnet.train.loop import TrainConfig, validation_samples  # noqa: E402
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """`320/400` -> (base_size 320, zoom_size 400)."""
+    try:
+        base, zoom = (int(v) for v in text.split("/"))
+    except ValueError:
+        msg = f"size must be BASE/ZOOM, e.g. 320/320, got {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+    if not (64 <= base <= 1024 and 64 <= zoom <= 1024):
+        raise argparse.ArgumentTypeError(f"sizes must lie in 64..1024, got {text!r}")
+    return base, zoom
+
+
+def heldout_objects(shared: Path, extra: int) -> list:
+    roots = [shared / "datasets" / d for d in DEFAULT_DATASETS]
+    missing = [str(r) for r in roots if not r.is_dir()]
+    if missing:
+        raise SystemExit(f"training data not found: {', '.join(missing)}")
+    entries = [e for r in roots for e in scan(r)]
+    _, val = split(entries, TrainConfig.val_fraction)
+    return validation_samples(val, None, extra_per_image=extra)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("weights", nargs="+", help="weights files (.pt) to compare")
+    ap.add_argument("--sizes", nargs="+", type=parse_size, default=[(320, 320)],
+                    help="BASE/ZOOM network view sizes (default 320/320)")
+    ap.add_argument("--mode", choices=["empty", "prior"], default="empty")
+    ap.add_argument("--extra", type=int, default=3, help="further objects per held-out image")
+    ap.add_argument("--max-objects", type=int, help="only the first N objects (smoke runs)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--shared", default=str(REPO.parent / "shared"))
+    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "heldout.json"))
+    args = ap.parse_args(argv)
+    for w in args.weights:
+        if not Path(w).is_file():
+            print(f"no weights file {w}", file=sys.stderr)
+            return 2
+    samples = heldout_objects(Path(args.shared), args.extra)[: args.max_objects]
+    print(f"{len(samples)} held-out objects, mode {args.mode}, progressive off")
+    runs = []
+    for w in args.weights:
+        base = load_predictor(w, progressive=False, backend="torch", threads=args.threads)
+        row = []
+        for b, z in args.sizes:
+            p = dataclasses.replace(base, base_size=b, zoom_size=z)
+            r = evaluate(p, samples, args.mode, label=f"{w}@{b}/{z}", progressive=False)
+            r.pop("per_object")
+            runs.append({"weights": w, "base_size": b, "zoom_size": z, **r})
+            row.append(f"{r['noc90']:.2f}")
+        print(f"{w}: " + "  ".join(f"{b}/{z} {v}" for (b, z), v in zip(args.sizes, row,
+                                                                      strict=True)))
+    atomic_write_bytes(Path(args.out), json.dumps(runs, indent=1).encode())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

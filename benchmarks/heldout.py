@@ -26,7 +26,7 @@ from cdnet.eval.noc import evaluate  # noqa: E402
 from cdnet.fileio import atomic_write_bytes  # noqa: E402
 from cdnet.inference.predictor import load_predictor  # noqa: E402
 from cdnet.train.cli import DEFAULT_DATASETS  # noqa: E402
-from cdnet.train.data import scan, split  # noqa: E402
+from cdnet.train.data import split_folders  # noqa: E402
 from cdnet.train.loop import TrainConfig, validation_samples  # noqa: E402
 
 
@@ -47,8 +47,7 @@ def heldout_objects(shared: Path, extra: int) -> list:
     missing = [str(r) for r in roots if not r.is_dir()]
     if missing:
         raise SystemExit(f"training data not found: {', '.join(missing)}")
-    entries = [e for r in roots for e in scan(r)]
-    _, val = split(entries, TrainConfig.val_fraction)
+    _, val = split_folders(roots, TrainConfig.val_fraction)
     return validation_samples(val, None, extra_per_image=extra)
 
 
@@ -73,15 +72,14 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     for w in args.weights:
         base = load_predictor(w, progressive=False, backend="torch", threads=args.threads)
-        row = []
+        row = [w + ":"]
         for b, z in args.sizes:
             p = dataclasses.replace(base, base_size=b, zoom_size=z)
             r = evaluate(p, samples, args.mode, label=f"{w}@{b}/{z}", progressive=False)
             r.pop("per_object")
             runs.append({"weights": w, "base_size": b, "zoom_size": z, **r})
-            row.append(f"{r['noc90']:.2f}")
-        print(f"{w}: " + "  ".join(f"{b}/{z} {v}" for (b, z), v in zip(args.sizes, row,
-                                                                      strict=True)))
+            row.append(f"{b}/{z} {r['noc90']:.2f}")
+        print("  ".join(row))
     atomic_write_bytes(Path(args.out), json.dumps(runs, indent=1).encode())
     return 0
 

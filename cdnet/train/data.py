@@ -54,6 +54,13 @@ def split(entries: list[Entry], val_fraction: float) -> tuple[list[Entry], list[
     return train, val
 
 
+def split_folders(folders: list[str | Path],
+                  val_fraction: float) -> tuple[list[Entry], list[Entry]]:
+    """(training, held-out) entries of every folder: the one split that training validates on
+    and that checkpoints are chosen on (benchmarks/heldout.py)."""
+    return split([e for d in folders for e in scan(Path(d))], val_fraction)
+
+
 def _load(path: Path, gray: bool, size: tuple[int, int] | None = None) -> np.ndarray:
     flag = cv2.IMREAD_GRAYSCALE if gray else cv2.IMREAD_COLOR
     a = cv2.imread(str(path), flag)

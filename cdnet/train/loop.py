@@ -20,7 +20,7 @@ from cdnet.eval.datasets import Sample
 from cdnet.model.cdnet import CDNet
 from cdnet.model.encoding import click_maps
 from cdnet.model.io import build_model, load_model, save_model
-from cdnet.train.data import SampleSource, scan, split
+from cdnet.train.data import SampleSource, split_folders
 from cdnet.train.losses import cdnet_loss
 from cdnet.train.simulation import error_click, random_first_clicks, random_prior
 
@@ -143,8 +143,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     torch.set_num_threads(cfg.threads)
     run = Path(cfg.run_dir)
     run.mkdir(parents=True, exist_ok=True)
-    entries = [e for d in cfg.datasets for e in scan(Path(d))]
-    train_entries, val_entries = split(entries, cfg.val_fraction)
+    train_entries, val_entries = split_folders(cfg.datasets, cfg.val_fraction)
     source = SampleSource(train_entries, cfg.crop)
     val = validation_samples(val_entries, cfg.val_objects)
 

@@ -2,10 +2,12 @@
 
     python benchmarks/heldout.py runs/s4/snap_0600.pt cdnet/weights/cdnet_mnv2.pt \
         [--sizes 320/320 384/400] [--mode empty|prior] [--extra 3] [--threads 2]
+        [--progressive on --joins 8 12]
 
 This is how a checkpoint is chosen before it ships: the images that `clicksmith train` holds out
 (5% of the `train_*` images by a hash of the name, the same split as training's validation),
-their first object plus up to `--extra` further objects each, NoC protocol, progressive off.
+their first object plus up to `--extra` further objects each, NoC protocol, progressive off
+(or on, with one column per `--joins` value: how the progressive merge's join is chosen).
 GrabCut and Berkeley are never used for a choice: they are the published test sets.
 Prints one row per weights file and one column per view size (pooled NoC@90, lower is better),
 and writes the JSON of every run to --out.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -57,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", nargs="+", type=parse_size, default=[(320, 320)],
                     help="BASE/ZOOM network view sizes (default 320/320)")
     ap.add_argument("--mode", choices=["empty", "prior"], default="empty")
+    ap.add_argument("--progressive", choices=["off", "on"], default="off")
+    ap.add_argument("--joins", nargs="+", type=float, default=[None],
+                    help="progressive_join values to compare (network px; default: configured)")
     ap.add_argument("--extra", type=int, default=3, help="further objects per held-out image")
     ap.add_argument("--max-objects", type=int, help="only the first N objects (smoke runs)")
     ap.add_argument("--threads", type=int, default=2)
@@ -68,17 +74,21 @@ def main(argv: list[str] | None = None) -> int:
             print(f"no weights file {w}", file=sys.stderr)
             return 2
     samples = heldout_objects(Path(args.shared), args.extra)[: args.max_objects]
-    print(f"{len(samples)} held-out objects, mode {args.mode}, progressive off")
+    progressive = args.progressive == "on"
+    print(f"{len(samples)} held-out objects, mode {args.mode}, progressive {args.progressive}")
     runs = []
     for w in args.weights:
-        base = load_predictor(w, progressive=False, backend="torch", threads=args.threads)
+        base = load_predictor(w, progressive=progressive, backend="torch", threads=args.threads)
         row = [w + ":"]
-        for b, z in args.sizes:
-            p = dataclasses.replace(base, base_size=b, zoom_size=z)
-            r = evaluate(p, samples, args.mode, label=f"{w}@{b}/{z}", progressive=False)
+        for (b, z), join in itertools.product(args.sizes, args.joins):
+            join = base.progressive_join if join is None else join
+            p = dataclasses.replace(base, base_size=b, zoom_size=z, progressive_join=join)
+            name = f"{b}/{z}" + (f" join {join:g}" if progressive else "")
+            r = evaluate(p, samples, args.mode, label=f"{w}@{name}", progressive=progressive)
             r.pop("per_object")
-            runs.append({"weights": w, "base_size": b, "zoom_size": z, **r})
-            row.append(f"{b}/{z} {r['noc90']:.2f}")
+            runs.append({"weights": w, "base_size": b, "zoom_size": z,
+                         "progressive_join": join if progressive else None, **r})
+            row.append(f"{name} {r['noc90']:.2f}")
         print("  ".join(row))
     atomic_write_bytes(Path(args.out), json.dumps(runs, indent=1).encode())
     return 0

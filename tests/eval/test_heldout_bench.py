@@ -1,0 +1,52 @@
+"""benchmarks/heldout.py, the checkpoint chooser: one row per weights file and one run per view
+size and progressive join, on real held-out training objects with the shipped weights."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from cdnet.model.io import BUNDLED_WEIGHTS
+
+from ._paths import SHARED, need_dataset
+
+_spec = importlib.util.spec_from_file_location(
+    "heldout", Path(__file__).resolve().parents[2] / "benchmarks" / "heldout.py")
+heldout = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(heldout)
+
+
+def test_progressive_runs_one_result_per_join(tmp_path, capsys):
+    need_dataset("train_weizmann_horse")
+    out = tmp_path / "heldout.json"
+    rc = heldout.main([str(BUNDLED_WEIGHTS), "--progressive", "on", "--joins", "4", "12",
+                       "--max-objects", "2", "--threads", "1", "--shared", str(SHARED),
+                       "--out", str(out)])
+    assert rc == 0
+    runs = json.loads(out.read_text())
+    assert [r["progressive_join"] for r in runs] == [4.0, 12.0]
+    assert all(r["progressive"] is True and r["objects"] == 2 for r in runs)
+    assert all(1.0 <= r["noc90"] <= 20.0 for r in runs)
+    printed = capsys.readouterr().out
+    assert "progressive on" in printed and "join 4" in printed and "join 12" in printed
+
+
+def test_progressive_off_records_no_join(tmp_path):
+    need_dataset("train_weizmann_horse")
+    out = tmp_path / "heldout.json"
+    assert heldout.main([str(BUNDLED_WEIGHTS), "--max-objects", "1", "--threads", "1",
+                         "--shared", str(SHARED), "--out", str(out)]) == 0
+    (run,) = json.loads(out.read_text())
+    assert run["progressive"] is False and run["progressive_join"] is None
+
+
+def test_missing_weights_and_bad_sizes_are_refused(tmp_path, capsys):
+    assert heldout.main([str(tmp_path / "nope.pt"), "--out", str(tmp_path / "o.json")]) == 2
+    assert "no weights file" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        heldout.main([str(BUNDLED_WEIGHTS), "--sizes", "320x320"])
+    assert exc.value.code == 2
+    assert not (tmp_path / "o.json").exists()

@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="BASE/ZOOM network view sizes (default 320/320)")
     ap.add_argument("--mode", choices=["empty", "prior"], default="empty")
     ap.add_argument("--progressive", choices=["off", "on"], default="off")
-    ap.add_argument("--joins", nargs="+", type=float, default=[None],
+    ap.add_argument("--joins", nargs="+", type=float,
                     help="progressive_join values to compare (network px; default: configured)")
     ap.add_argument("--extra", type=int, default=3, help="further objects per held-out image")
     ap.add_argument("--max-objects", type=int, help="only the first N objects (smoke runs)")
@@ -69,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shared", default=str(REPO.parent / "shared"))
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "heldout.json"))
     args = ap.parse_args(argv)
+    if args.joins and args.progressive != "on":
+        ap.error("--joins applies only with --progressive on (off, every join is the same run)")
+    joins = args.joins or [None]
     for w in args.weights:
         if not Path(w).is_file():
             print(f"no weights file {w}", file=sys.stderr)
@@ -80,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     for w in args.weights:
         base = load_predictor(w, progressive=progressive, backend="torch", threads=args.threads)
         row = [w + ":"]
-        for (b, z), join in itertools.product(args.sizes, args.joins):
+        for (b, z), join in itertools.product(args.sizes, joins):
             join = base.progressive_join if join is None else join
             p = dataclasses.replace(base, base_size=b, zoom_size=z, progressive_join=join)
             name = f"{b}/{z}" + (f" join {join:g}" if progressive else "")

@@ -3,20 +3,16 @@ size and progressive join, on real held-out training objects with the shipped we
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
 from cdnet.model.io import BUNDLED_WEIGHTS
+from tests.benchmark_module import load_benchmark
 
 from ._paths import SHARED, need_dataset
 
-_spec = importlib.util.spec_from_file_location(
-    "heldout", Path(__file__).resolve().parents[2] / "benchmarks" / "heldout.py")
-heldout = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(heldout)
+heldout = load_benchmark("heldout")
 
 
 def test_progressive_runs_one_result_per_join(tmp_path, capsys):
@@ -49,4 +45,8 @@ def test_missing_weights_and_bad_sizes_are_refused(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         heldout.main([str(BUNDLED_WEIGHTS), "--sizes", "320x320"])
     assert exc.value.code == 2
+    with pytest.raises(SystemExit) as exc:  # joins without progressive on would rerun one run
+        heldout.main([str(BUNDLED_WEIGHTS), "--joins", "8", "16"])
+    assert exc.value.code == 2
+    assert "--joins applies only with --progressive on" in capsys.readouterr().err
     assert not (tmp_path / "o.json").exists()

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-_spec = importlib.util.spec_from_file_location(
-    "quality_ranking", Path(__file__).resolve().parents[2] / "benchmarks" / "quality_ranking.py")
-quality_ranking = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(quality_ranking)
+from tests.benchmark_module import load_benchmark
+
+quality_ranking = load_benchmark("quality_ranking")
 
 
 def test_recall_counts_bad_masks_among_the_worst_fifth():

@@ -2,12 +2,13 @@
 
     python benchmarks/heldout.py runs/s4/snap_0600.pt cdnet/weights/cdnet_mnv2.pt \
         [--sizes 320/320 384/400] [--mode empty|prior] [--extra 3] [--threads 2]
-        [--progressive on --joins 8 12]
+        [--progressive on --joins 8 12] [--flip off|on|both]
 
 This is how a checkpoint is chosen before it ships: the images that `clicksmith train` holds out
 (5% of the `train_*` images by a hash of the name, the same split as training's validation),
 their first object plus up to `--extra` further objects each, NoC protocol, progressive off
-(or on, with one column per `--joins` value: how the progressive merge's join is chosen).
+(or on, with one column per `--joins` value: how the progressive merge's join is chosen);
+`--flip both` adds a column with test-time flip averaging (how `flip_average` is chosen).
 GrabCut and Berkeley are never used for a choice: they are the published test sets.
 Prints one row per weights file and one column per view size (pooled NoC@90, lower is better),
 and writes the JSON of every run to --out.
@@ -28,6 +29,7 @@ sys.path.insert(0, str(REPO))
 from cdnet.eval.noc import evaluate  # noqa: E402
 from cdnet.fileio import atomic_write_bytes  # noqa: E402
 from cdnet.inference.predictor import load_predictor  # noqa: E402
+from cdnet.inference.runner import FlipAveraged  # noqa: E402
 from cdnet.train.cli import DEFAULT_DATASETS  # noqa: E402
 from cdnet.train.data import split_folders  # noqa: E402
 from cdnet.train.loop import TrainConfig, validation_samples  # noqa: E402
@@ -63,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--progressive", choices=["off", "on"], default="off")
     ap.add_argument("--joins", nargs="+", type=float,
                     help="progressive_join values to compare (network px; default: configured)")
+    ap.add_argument("--flip", choices=["off", "on", "both"], default="off",
+                    help="test-time flip averaging (both: one column each)")
     ap.add_argument("--extra", type=int, default=3, help="further objects per held-out image")
     ap.add_argument("--max-objects", type=int, help="only the first N objects (smoke runs)")
     ap.add_argument("--threads", type=int, default=2)
@@ -72,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.joins and args.progressive != "on":
         ap.error("--joins applies only with --progressive on (off, every join is the same run)")
     joins = args.joins or [None]
+    flips = {"off": [False], "on": [True], "both": [False, True]}[args.flip]
     for w in args.weights:
         if not Path(w).is_file():
             print(f"no weights file {w}", file=sys.stderr)
@@ -81,15 +86,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(samples)} held-out objects, mode {args.mode}, progressive {args.progressive}")
     runs = []
     for w in args.weights:
-        base = load_predictor(w, progressive=progressive, backend="torch", threads=args.threads)
+        base = load_predictor(w, progressive=progressive, backend="torch", threads=args.threads,
+                              flip=False)
         row = [w + ":"]
-        for (b, z), join in itertools.product(args.sizes, joins):
+        for (b, z), join, flip in itertools.product(args.sizes, joins, flips):
             join = base.progressive_join if join is None else join
-            p = dataclasses.replace(base, base_size=b, zoom_size=z, progressive_join=join)
-            name = f"{b}/{z}" + (f" join {join:g}" if progressive else "")
+            runner = FlipAveraged(base.runner) if flip else base.runner
+            p = dataclasses.replace(base, runner=runner, base_size=b, zoom_size=z,
+                                    progressive_join=join)
+            name = f"{b}/{z}" + (f" join {join:g}" if progressive else "") + \
+                (" flip" if flip else "")
             r = evaluate(p, samples, args.mode, label=f"{w}@{name}", progressive=progressive)
             r.pop("per_object")
-            runs.append({"weights": w, "base_size": b, "zoom_size": z,
+            runs.append({"weights": w, "base_size": b, "zoom_size": z, "flip": flip,
                          "progressive_join": join if progressive else None, **r})
             row.append(f"{name} {r['noc90']:.2f}")
         print("  ".join(row))

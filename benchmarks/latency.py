@@ -6,6 +6,7 @@ Prints the model's parameter count and fp32 size, then for each image size the m
 per-click time over a simulated 20-click session (clicks from the standard clicker on a real
 GrabCut object resized to that size; a synthetic object when ../shared is absent), and the
 ratio to the baseline: OpenCV grabCut (5 iterations, mask initialised from the same clicks).
+`onnx+flip` is ONNX Runtime with test-time flip averaging (two network runs per click).
 Target (issue 3): median under 100 ms per click at 1024x1024 on 2 cores.
 """
 
@@ -70,8 +71,8 @@ def main() -> int:
     ap.add_argument("--clicks", type=int, default=20)
     ap.add_argument("--sizes", nargs="+", default=["512", "1024", "4000x3000"])
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--methods", nargs="+", default=["torch", "onnx", "grabcut"],
-                    choices=["torch", "onnx", "grabcut"],
+    ap.add_argument("--methods", nargs="+", default=["torch", "onnx", "onnx+flip", "grabcut"],
+                    choices=["torch", "onnx", "onnx+flip", "grabcut"],
                     help="grabCut takes minutes per session at 4000x3000")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "latency.json"))
     args = ap.parse_args()
@@ -86,8 +87,9 @@ def main() -> int:
         save_model(model, weights)
         export_onnx(weights)
     methods = {
-        "torch": load_predictor(weights, backend="torch", threads=args.threads),
-        "onnx": load_predictor(weights, backend="onnx", threads=args.threads),
+        "torch": load_predictor(weights, backend="torch", threads=args.threads, flip=False),
+        "onnx": load_predictor(weights, backend="onnx", threads=args.threads, flip=False),
+        "onnx+flip": load_predictor(weights, backend="onnx", threads=args.threads, flip=True),
         "grabcut": GrabCutPredictor(),
     }
     methods = {k: v for k, v in methods.items() if k in args.methods}
@@ -108,7 +110,7 @@ def main() -> int:
         print(f"\n{row['size']}: per click (ms)      first   median     p95   x {ref}")
         for name in methods:
             r = row[name]
-            print(f"  {name:<8}                   {r['first_ms']:7.1f} {r['median_ms']:8.1f} "
+            print(f"  {name:<10}                 {r['first_ms']:7.1f} {r['median_ms']:8.1f} "
                   f"{r['p95_ms']:7.1f}   {r['median_ms'] / base:6.2f}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"model_version": version, "parameters": n,

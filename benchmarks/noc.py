@@ -1,8 +1,9 @@
-"""The full NoC benchmark: our model (progressive off and on) and the OpenCV GrabCut baseline on
-GrabCut and Berkeley, with the same harness and clicks, beside the published anchors.
+"""The full NoC benchmark: our model (progressive off and on, test-time flip off and on) and the
+OpenCV GrabCut baseline on GrabCut and Berkeley, with the same harness and clicks, beside the
+published anchors.
 
     python benchmarks/noc.py [--weights w.pt] [--max-objects N] [--prior degraded]
-                             [--out benchmarks/results] [--no-baseline-cache]
+                             [--flip off|on|both] [--out benchmarks/results] [--no-baseline-cache]
 
 Writes `noc_<mode>.md/.json/.png` to --out and prints the table with the anchors. The anchors
 are reference text copied from the papers' READMEs (see cdnet/eval/report.py), not measured here.
@@ -86,6 +87,8 @@ def main() -> int:
     ap.add_argument("--prior-iou", type=float, default=0.75)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--progressive", choices=["on", "off", "both"], default="both")
+    ap.add_argument("--flip", choices=["on", "off", "both"], default="both",
+                    help="test-time flip averaging; a flipped run is labelled '<version> +flip'")
     ap.add_argument("--no-model", action="store_true", help="only the GrabCut baseline")
     ap.add_argument("--no-baseline", action="store_true", help="only our model")
     ap.add_argument("--no-baseline-cache", dest="baseline_cache", action="store_false")
@@ -97,16 +100,19 @@ def main() -> int:
     if not args.no_model:
         from cdnet import load_predictor
 
-        for prog in {"on": [True], "off": [False], "both": [False, True]}[args.progressive]:
-            predictors.append((prog, load_predictor(args.weights, progressive=prog)))
+        choice = {"on": [True], "off": [False], "both": [False, True]}
+        for flip in choice[args.flip]:
+            for prog in choice[args.progressive]:
+                predictors.append((prog, load_predictor(args.weights, progressive=prog,
+                                                        flip=flip)))
     results = []
     for name in args.datasets:
         ds = Dataset(name, args.max_objects)
         for prog, p in predictors:
             r = evaluate(p, ds, mode, prior_iou=args.prior_iou, seed=args.seed,
-                         label=p.model_version, progressive=prog)
+                         label=p.label, progressive=prog)
             results.append(r)
-            print(f"{ds.name:<10} {p.model_version} progressive {'on' if prog else 'off'}: "
+            print(f"{ds.name:<10} {p.label} progressive {'on' if prog else 'off'}: "
                   f"NoC@90 {r['noc90']:.2f}", flush=True)
         if not args.no_baseline:
             r = run_baseline(ds, mode, args)

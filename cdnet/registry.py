@@ -130,6 +130,6 @@ def load_serving_predictor(settings: Settings):
 
     return load_predictor(
         serving_weights(settings), progressive=settings.progressive,
-        progressive_join=settings.progressive_join,
+        progressive_join=settings.progressive_join, flip=settings.flip_average,
         backend=settings.inference_backend, base_size=settings.base_size,
         zoom_size=settings.zoom_size, threads=settings.torch_threads)

@@ -27,6 +27,7 @@ class Settings:
     zoom_size: int
     progressive: bool
     progressive_join: float
+    flip_average: bool
     torch_threads: int
     host: str
     port: int

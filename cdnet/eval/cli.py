@@ -31,6 +31,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="evaluate the CDNet model (none: only the baseline)")
     parser.add_argument("--progressive", choices=["on", "off", "both"], default="off",
                         help="progressive mode of the model (default off, as the targets are)")
+    parser.add_argument("--flip", choices=["on", "off"], default=None,
+                        help="test-time flip averaging (default: FLIP_AVERAGE, else "
+                             "config/defaults.toml)")
     parser.add_argument("--prior", choices=["none", "degraded"], default="none",
                         help="start from an empty mask or from the GT degraded to --prior-iou")
     parser.add_argument("--prior-iou", type=float, default=0.75)
@@ -56,11 +59,13 @@ def _methods(args: argparse.Namespace) -> list[tuple[str, bool | None, Any]]:
     methods: list[tuple[str, bool | None, Any]] = []
     if args.model == "cdnet":
         from cdnet import load_predictor
+        from cdnet.settings import load_settings
 
         modes = {"on": [True], "off": [False], "both": [False, True]}[args.progressive]
+        flip = load_settings().flip_average if args.flip is None else args.flip == "on"
         for prog in modes:
-            p = load_predictor(args.weights, progressive=prog)
-            methods.append((p.model_version, prog, p))
+            p = load_predictor(args.weights, progressive=prog, flip=flip)
+            methods.append((p.label, prog, p))
     if args.baseline == "grabcut":
         from cdnet.eval.grabcut_baseline import GrabCutPredictor
 

@@ -22,7 +22,7 @@ import numpy as np
 from cdnet.clicks import Click
 from cdnet.inference.image import PreparedImage, as_mask
 from cdnet.inference.progressive import regions_of_change
-from cdnet.inference.runner import NetOutput, OnnxRunner, Runner, TorchRunner
+from cdnet.inference.runner import FlipAveraged, NetOutput, OnnxRunner, Runner, TorchRunner
 from cdnet.inference.views import View, box_mask, box_view, whole_view, zoom_view
 from cdnet.model.encoding import CLICK_RADIUS, click_maps
 from cdnet.settings import load_settings
@@ -100,6 +100,11 @@ class Predictor:
     zoom_size: int = _DEFAULTS.zoom_size
     progressive: bool = True
     progressive_join: float = _DEFAULTS.progressive_join  # network px: nearer changes join
+
+    @property
+    def label(self) -> str:
+        """The model version, marked when test-time flip is on: reports must tell them apart."""
+        return self.model_version + (" +flip" if isinstance(self.runner, FlipAveraged) else "")
 
     # --- one-shot API -----------------------------------------------------------------
     def prepare(self, image: np.ndarray | PreparedImage) -> PreparedImage:
@@ -288,11 +293,13 @@ class Session:
 def load_predictor(path: str | Path | None = None, *, progressive: bool = True,
                    backend: str = "auto", base_size: int = _DEFAULTS.base_size,
                    zoom_size: int = _DEFAULTS.zoom_size, threads: int = 2,
-                   progressive_join: float = _DEFAULTS.progressive_join) -> Predictor:
+                   progressive_join: float = _DEFAULTS.progressive_join,
+                   flip: bool = _DEFAULTS.flip_average) -> Predictor:
     """The predictor for bundled weights (or `path`), on ONNX Runtime when it is available.
 
     `backend`: "auto" uses the ONNX file beside the weights when it exists and was exported
     from them (same digest), torch otherwise; "onnx" / "torch" force one.
+    `flip`: average each answer with the network's answer on the mirrored view.
     """
     import torch
 
@@ -317,4 +324,6 @@ def load_predictor(path: str | Path | None = None, *, progressive: bool = True,
         else:
             if backend == "onnx" or onnx_runner.exported_from == version:
                 runner = onnx_runner
+    if flip:
+        runner = FlipAveraged(runner)
     return Predictor(runner, version, base_size, zoom_size, progressive, progressive_join)

@@ -75,3 +75,23 @@ class OnnxRunner:
         logits, heads, _, quality = self.session.run(
             None, {"image": img, "clicks": clk, "prior": pri})
         return NetOutput(_sigmoid(logits[0, 0]), _sigmoid(heads[0]), quality[0])
+
+
+class FlipAveraged:
+    """Test-time flip: the network also sees the view mirrored left-right, and the two answers
+    are averaged (as RITM's evaluation does). Left-right is where a network trained with random
+    flips is equally right either way, so averaging cancels part of its noise on thin parts and
+    boundaries, at the price of a second network run per click."""
+
+    def __init__(self, inner: Runner):
+        self.inner = inner
+        self.name = f"{inner.name}+flip"
+
+    def __call__(self, image, clicks, prior) -> NetOutput:
+        plain = self.inner(image, clicks, prior)
+        mirrored = self.inner(np.ascontiguousarray(image[:, ::-1]),
+                              np.ascontiguousarray(clicks[..., ::-1]),
+                              np.ascontiguousarray(prior[..., ::-1]))
+        return NetOutput((plain.probs + mirrored.probs[..., ::-1]) / 2,
+                         (plain.head_probs + mirrored.head_probs[..., ::-1]) / 2,
+                         (plain.quality + mirrored.quality) / 2)

@@ -293,3 +293,34 @@ def test_a_views_box_mask_is_the_crop_of_the_full_box_mask():
     view = View.fit(40, 30, 140, 230, 400)
     for box in ((50.2, 20.0, 90.7, 100.1), (0.0, 0.0, 300.0, 400.0), (150.0, 10.0, 160.0, 20.0)):
         assert np.array_equal(view.box_mask(box), view.crop(box_mask(box, (300, 400))))
+
+
+def test_flip_averaging_is_exactly_mirror_equivariant_and_still_segments(torch_predictor):
+    """Averaging with the mirrored view makes the runner mirror-equivariant: mirrored inputs
+    give the mirrored answer. A flip forgotten on any input or output breaks this, and the
+    shipped network alone is not equivariant (so the check can fail)."""
+    from cdnet.inference.runner import FlipAveraged
+    from cdnet.model.encoding import click_maps
+
+    img, gt = disk_image(128, 160, cy=60, cx=60, r=30)
+    clicks = click_maps([Click(60, 60), Click(100, 140, positive=False)], 128, 160)
+    prior = np.zeros((128, 160), np.float32)
+    prior[40:80, 30:70] = 1
+
+    def mirrored(image, clicks, prior):  # image (H, W, 3), clicks (2, H, W), prior (H, W)
+        return (np.ascontiguousarray(image[:, ::-1]), np.ascontiguousarray(clicks[..., ::-1]),
+                np.ascontiguousarray(prior[:, ::-1]))
+
+    plain, flip = torch_predictor.runner, FlipAveraged(torch_predictor.runner)
+    a = flip(img, clicks, prior)
+    b = flip(*mirrored(img, clicks, prior))
+    np.testing.assert_allclose(b.probs, a.probs[:, ::-1], atol=1e-5)
+    np.testing.assert_allclose(b.head_probs, a.head_probs[..., ::-1], atol=1e-5)
+    np.testing.assert_allclose(b.quality, a.quality, atol=1e-6)
+    p, q = plain(img, clicks, prior), plain(*mirrored(img, clicks, prior))
+    assert np.abs(q.probs - p.probs[:, ::-1]).max() > 1e-3  # the network alone is not
+
+    both = dataclasses.replace(torch_predictor, runner=flip)
+    mask = both.predict(img, [Click(60, 60)]).mask
+    assert flip.name == "torch+flip"
+    assert (mask & gt).sum() / (mask | gt).sum() > 0.8

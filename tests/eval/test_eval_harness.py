@@ -181,6 +181,22 @@ def test_cli_evaluates_a_folder_and_writes_the_report(tiny_folder, tmp_path, cap
     assert "NoC@90" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("argv, env, flipped", [
+    (["--flip", "on"], "false", True),
+    ([], "true", True),  # FLIP_AVERAGE is the default when --flip is not given
+    (["--flip", "off"], "true", False),
+])
+def test_cli_labels_flip_runs_so_reports_tell_them_apart(argv, env, flipped, tiny_folder,
+                                                          tmp_path, monkeypatch):
+    monkeypatch.setenv("FLIP_AVERAGE", env)
+    out = tmp_path / "out"
+    assert clicksmith(["eval", str(tiny_folder), "--baseline", "none", "--max-clicks", "2",
+                       "--out", str(out), "--no-progress", *argv]) == 0
+    (res,) = json.loads((out / "noc.json").read_text())["results"]
+    assert res["method"].endswith(" +flip") is flipped
+    assert res["method"].startswith(res["model_version"])
+
+
 @pytest.mark.parametrize("argv, reason", [
     (["no_such_dataset"], "neither a folder nor a name"),
     (["--max-objects", "0"], "--max-objects"),

@@ -1,5 +1,6 @@
 """benchmarks/heldout.py, the checkpoint chooser: one row per weights file and one run per view
-size and progressive join, on real held-out training objects with the shipped weights."""
+size, progressive join and test-time flip, on real held-out training objects with the shipped
+weights."""
 
 from __future__ import annotations
 
@@ -30,13 +31,15 @@ def test_progressive_runs_one_result_per_join(tmp_path, capsys):
     assert "progressive on" in printed and "join 4" in printed and "join 12" in printed
 
 
-def test_progressive_off_records_no_join(tmp_path):
+def test_progressive_off_records_no_join_and_flip_both_runs_each(tmp_path, capsys):
     need_dataset("train_weizmann_horse")
     out = tmp_path / "heldout.json"
     assert heldout.main([str(BUNDLED_WEIGHTS), "--max-objects", "1", "--threads", "1",
-                         "--shared", str(SHARED), "--out", str(out)]) == 0
-    (run,) = json.loads(out.read_text())
-    assert run["progressive"] is False and run["progressive_join"] is None
+                         "--flip", "both", "--shared", str(SHARED), "--out", str(out)]) == 0
+    plain, flipped = json.loads(out.read_text())
+    assert plain["progressive"] is False and plain["progressive_join"] is None
+    assert (plain["flip"], flipped["flip"]) == (False, True)
+    assert "320/320 flip" in capsys.readouterr().out
 
 
 def test_missing_weights_and_bad_sizes_are_refused(tmp_path, capsys):

@@ -5,7 +5,8 @@ Starts `clicksmith serve` (gunicorn) on a free local port, sends Label Studio-sh
 trip (request → JSON answer with the RLE mask). The same clicks are then timed in-process with
 `Predictor.session().add_click()` so the HTTP, JSON and RLE overhead is the difference.
 
-    python benchmarks/http_latency.py [--clicks 6] [--rounds 3] [--out benchmarks/results/...]
+    python benchmarks/http_latency.py [--clicks 6] [--rounds 3] [--flip on|off]
+                                      [--out benchmarks/results/...]
 
 The first click of each image also pays download/decoding and per-image preparation; it is
 reported apart ("cold") from the clicks that follow ("warm"), which is what annotators feel.
@@ -87,8 +88,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(port: int, log: Path, threads: int, redis_url: str) -> subprocess.Popen:
-    env = dict(os.environ, TORCH_THREADS=str(threads), REDIS_URL=redis_url)
+def start_server(port: int, log: Path, threads: int, redis_url: str,
+                 flip: bool) -> subprocess.Popen:
+    env = dict(os.environ, TORCH_THREADS=str(threads), REDIS_URL=redis_url,
+               FLIP_AVERAGE=str(flip).lower())
     proc = subprocess.Popen(
         [sys.executable, "-m", "review.cli", "serve", "--port", str(port), "--workers", "1",
          "--log-level", "warning"],
@@ -114,10 +117,10 @@ def stats(values: list[float]) -> dict:
     return {"n": len(ms), "median_ms": round(statistics.median(ms), 1), "p95_ms": round(p95, 1)}
 
 
-def in_process(path: Path, pts, rounds: int, threads: int) -> dict:
+def in_process(path: Path, pts, rounds: int, threads: int, flip: bool) -> dict:
     from cdnet import Click, load_predictor
 
-    p = load_predictor(threads=threads)
+    p = load_predictor(threads=threads, flip=flip)
     rgb = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
     h, w = rgb.shape[:2]
     prepared = p.prepare(rgb)
@@ -142,18 +145,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2, help="torch threads (server and in-process)")
     ap.add_argument("--redis-url", default="",
                     help="keep sessions in this Redis (default: in the single worker's memory)")
+    ap.add_argument("--flip", choices=["on", "off"], default=None,
+                    help="test-time flip averaging (default: FLIP_AVERAGE, else the config)")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "http_latency.json"))
     args = ap.parse_args(argv)
+    from cdnet.settings import load_settings
+
+    flip = load_settings().flip_average if args.flip is None else args.flip == "on"
     if args.clicks < 2 or args.rounds < 1:
         print("http_latency: need --clicks >= 2 and --rounds >= 1", file=sys.stderr)
         return 2
     pts = click_points(args.clicks)
     report: dict = {"sessions": "redis" if args.redis_url else "memory",
                     "clicks": args.clicks, "rounds": args.rounds, "threads": args.threads,
+                    "flip": flip,
                     "cpu_count": os.cpu_count(), "load_avg": os.getloadavg(), "sizes": {}}
     with tempfile.TemporaryDirectory(prefix="clicksmith-bench-") as tmp:
         port = free_port()
-        proc = start_server(port, Path(tmp) / "server.log", args.threads, args.redis_url)
+        proc = start_server(port, Path(tmp) / "server.log", args.threads, args.redis_url,
+                            flip)
         url = f"http://127.0.0.1:{port}/predict"
         try:
             for name, (h, w) in SIZES.items():
@@ -172,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in SIZES:
             path = Path(tmp) / f"{name}.jpg"
             report["sizes"][name]["in_process"] = in_process(path, pts, args.rounds,
-                                                             args.threads)
+                                                             args.threads, flip)
     print(f"{'image':<11} {'HTTP click median/p95 ms':>26} {'in-process click':>18} "
           f"{'RLE encode':>12} {'cold first click':>17}")
     for name, r in report["sizes"].items():

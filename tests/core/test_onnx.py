@@ -28,9 +28,10 @@ def test_onnx_equals_torch_within_1e_4(exported, size):
 
 def test_auto_backend_uses_a_matching_onnx_and_gives_the_same_masks(exported):
     weights, _ = exported
-    auto = load_predictor(weights)
-    eager = load_predictor(weights, backend="torch")
+    auto = load_predictor(weights, flip=False)
+    eager = load_predictor(weights, backend="torch", flip=False)
     assert auto.runner.name == "onnx" and auto.model_version == eager.model_version
+    assert load_predictor(weights, flip=True).runner.name == "onnx+flip"
     img, _ = disk_image()
     a = auto.predict(img, [Click(80, 100), Click(20, 20, positive=False)])
     b = eager.predict(img, [Click(80, 100), Click(20, 20, positive=False)])
@@ -43,4 +44,4 @@ def test_a_stale_onnx_is_not_used(exported, tmp_path):
     torch.manual_seed(1)
     save_model(build_model(pretrained=False), other)
     other.with_suffix(".onnx").write_bytes(onnx_file.read_bytes())  # exported from other weights
-    assert load_predictor(other).runner.name == "torch"
+    assert load_predictor(other, flip=False).runner.name == "torch"

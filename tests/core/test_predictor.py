@@ -295,12 +295,15 @@ def test_a_views_box_mask_is_the_crop_of_the_full_box_mask():
         assert np.array_equal(view.box_mask(box), view.crop(box_mask(box, (300, 400))))
 
 
-def test_flip_averaging_is_exactly_mirror_equivariant_and_still_segments(torch_predictor):
+def test_flip_averaging_is_exactly_mirror_equivariant_and_still_segments():
     """Averaging with the mirrored view makes the runner mirror-equivariant: mirrored inputs
     give the mirrored answer. A flip forgotten on any input or output breaks this, and the
     shipped network alone is not equivariant (so the check can fail)."""
+    from cdnet import load_predictor
     from cdnet.inference.runner import FlipAveraged
     from cdnet.model.encoding import click_maps
+
+    network_alone = load_predictor(backend="torch", flip=False)
 
     img, gt = disk_image(128, 160, cy=60, cx=60, r=30)
     clicks = click_maps([Click(60, 60), Click(100, 140, positive=False)], 128, 160)
@@ -311,7 +314,7 @@ def test_flip_averaging_is_exactly_mirror_equivariant_and_still_segments(torch_p
         return (np.ascontiguousarray(image[:, ::-1]), np.ascontiguousarray(clicks[..., ::-1]),
                 np.ascontiguousarray(prior[:, ::-1]))
 
-    plain, flip = torch_predictor.runner, FlipAveraged(torch_predictor.runner)
+    plain, flip = network_alone.runner, FlipAveraged(network_alone.runner)
     a = flip(img, clicks, prior)
     b = flip(*mirrored(img, clicks, prior))
     np.testing.assert_allclose(b.probs, a.probs[:, ::-1], atol=1e-5)
@@ -320,7 +323,7 @@ def test_flip_averaging_is_exactly_mirror_equivariant_and_still_segments(torch_p
     p, q = plain(img, clicks, prior), plain(*mirrored(img, clicks, prior))
     assert np.abs(q.probs - p.probs[:, ::-1]).max() > 1e-3  # the network alone is not
 
-    both = dataclasses.replace(torch_predictor, runner=flip)
+    both = dataclasses.replace(network_alone, runner=flip)
     mask = both.predict(img, [Click(60, 60)]).mask
     assert flip.name == "torch+flip"
     assert (mask & gt).sum() / (mask | gt).sum() > 0.8

@@ -126,10 +126,17 @@ def serving_key(settings: Settings) -> tuple:
 
 def load_serving_predictor(settings: Settings):
     """The predictor for the weights that should serve now, configured from settings."""
+    return load_configured_predictor(serving_weights(settings), settings)
+
+
+def load_configured_predictor(weights: Path | None, settings: Settings,
+                              backend: str | None = None):
+    """The predictor for `weights` (None: bundled) exactly as settings make it serve, so a
+    candidate is judged in the configuration it would be promoted into."""
     from cdnet import load_predictor
 
     return load_predictor(
-        serving_weights(settings), progressive=settings.progressive,
+        weights, progressive=settings.progressive,
         progressive_join=settings.progressive_join, flip=settings.flip_average,
-        backend=settings.inference_backend, base_size=settings.base_size,
+        backend=backend or settings.inference_backend, base_size=settings.base_size,
         zoom_size=settings.zoom_size, threads=settings.torch_threads)

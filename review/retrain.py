@@ -71,14 +71,11 @@ def _finetune(base_weights: Path, dataset_dirs: list[Path], out_path: Path,
 def _evaluate(weights: Path | None, dataset: Path) -> dict:
     """NoC summary of the model in `weights` (None: bundled) on a dataset folder."""
     try:
-        from cdnet import load_predictor
         from cdnet.eval.noc import evaluate
+        from cdnet.registry import load_configured_predictor
     except ImportError as exc:
         raise RetrainError(f"the evaluation code is not available: {exc}") from None
-    settings = load_settings()
-    predictor = load_predictor(weights, backend="torch", base_size=settings.base_size,
-                               zoom_size=settings.zoom_size, threads=settings.torch_threads,
-                               progressive=settings.progressive)
+    predictor = load_configured_predictor(weights, load_settings(), backend="torch")
     out = evaluate(predictor, dataset, mode="empty", progress=False)
     out["objects"] = len(out.get("per_object", []))
     return {k: out[k] for k in SUMMARY_KEYS if k in out}

@@ -161,9 +161,9 @@ def evaluate(
     `dataset`: a name (`grabcut`), a folder path, a `Dataset` or a list of `Sample`s.
     `mode`: "empty" (standard) or "prior" (start from the ground truth degraded to `prior_iou`,
     seeded by `seed` and the object name, so two predictors see identical priors).
-    `label` names the method in reports (default: the predictor's `label`, else
-    `model_version`); `progressive` records the
-    predictor's mode when the predictor does not expose a `.progressive` attribute.
+    `label` names the method in reports (default: the predictor's `label`, else its
+    `model_version`); `progressive` records the predictor's mode when the predictor does not
+    expose a `.progressive` attribute.
     The dict holds NoC@85/90, NoF@85/90, mIoU@1/3/5, the mIoU-per-click curve, seconds per
     click, (prior mode) the IoU gain after 1 and 3 clicks, and every object's IoUs and clicks.
     Comparing a candidate with the serving model: call this twice on the same dataset and mode
@@ -179,7 +179,7 @@ def evaluate(
     p = _resolve_predictor(predictor)
     name, samples, n = _samples(dataset, max_objects)
     runs: list[ObjectRun] = []
-    label = label or getattr(p, "label", None)  # a Predictor's says whether flip is on
+    label = label or getattr(p, "label", None)  # a Predictor's label says whether flip is on
     bar = tqdm(samples, total=n, desc=f"{label or getattr(p, 'model_version', 'model')} {name}",
                unit="obj", disable=not progress, leave=False)
     for sample in bar:

@@ -26,6 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from cdnet.eval.cli import SWITCH_RUNS  # noqa: E402
 from cdnet.eval.noc import evaluate  # noqa: E402
 from cdnet.fileio import atomic_write_bytes  # noqa: E402
 from cdnet.inference.predictor import load_predictor  # noqa: E402
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.joins and args.progressive != "on":
         ap.error("--joins applies only with --progressive on (off, every join is the same run)")
     joins = args.joins or [None]
-    flips = {"off": [False], "on": [True], "both": [False, True]}[args.flip]
+    flips = SWITCH_RUNS[args.flip]
     for w in args.weights:
         if not Path(w).is_file():
             print(f"no weights file {w}", file=sys.stderr)

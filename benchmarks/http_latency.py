@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from backend.masks import mask_to_rle  # noqa: E402
+from cdnet.eval.cli import flip_choice  # noqa: E402
 
 CONFIG = (REPO / "config" / "labeling.xml").read_text()
 SIZES = {"1024x1024": (1024, 1024), "4000x3000": (3000, 4000)}  # name -> (H, W)
@@ -149,9 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="test-time flip averaging (default: FLIP_AVERAGE, else the config)")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "http_latency.json"))
     args = ap.parse_args(argv)
-    from cdnet.settings import load_settings
-
-    flip = load_settings().flip_average if args.flip is None else args.flip == "on"
+    flip = flip_choice(args.flip)
     if args.clicks < 2 or args.rounds < 1:
         print("http_latency: need --clicks >= 2 and --rounds >= 1", file=sys.stderr)
         return 2

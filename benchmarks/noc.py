@@ -28,6 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from cdnet.eval import grabcut_baseline as gcb  # noqa: E402
+from cdnet.eval.cli import SWITCH_RUNS  # noqa: E402
 from cdnet.eval.datasets import Dataset  # noqa: E402
 from cdnet.eval.metrics import MAX_CLICKS  # noqa: E402
 from cdnet.eval.noc import evaluate  # noqa: E402
@@ -100,9 +101,8 @@ def main() -> int:
     if not args.no_model:
         from cdnet import load_predictor
 
-        choice = {"on": [True], "off": [False], "both": [False, True]}
-        for flip in choice[args.flip]:
-            for prog in choice[args.progressive]:
+        for flip in SWITCH_RUNS[args.flip]:
+            for prog in SWITCH_RUNS[args.progressive]:
                 predictors.append((prog, load_predictor(args.weights, progressive=prog,
                                                         flip=flip)))
     results = []

@@ -20,6 +20,19 @@ from cdnet.eval.report import write_report
 
 DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results"
 
+# the runs an on/off/both option asks for (progressive, flip), shared with the benchmarks
+SWITCH_RUNS = {"on": [True], "off": [False], "both": [False, True]}
+
+
+def flip_choice(choice: str | None) -> bool:
+    """`--flip on|off`; not given: FLIP_AVERAGE (environment, else config/defaults.toml), so a
+    measurement runs the configuration that serves unless told otherwise."""
+    if choice is None:
+        from cdnet.settings import load_settings
+
+        return load_settings().flip_average
+    return choice == "on"
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("datasets", nargs="*", default=["grabcut", "berkeley"],
@@ -59,11 +72,9 @@ def _methods(args: argparse.Namespace) -> list[tuple[str, bool | None, Any]]:
     methods: list[tuple[str, bool | None, Any]] = []
     if args.model == "cdnet":
         from cdnet import load_predictor
-        from cdnet.settings import load_settings
 
-        modes = {"on": [True], "off": [False], "both": [False, True]}[args.progressive]
-        flip = load_settings().flip_average if args.flip is None else args.flip == "on"
-        for prog in modes:
+        flip = flip_choice(args.flip)
+        for prog in SWITCH_RUNS[args.progressive]:
             p = load_predictor(args.weights, progressive=prog, flip=flip)
             methods.append((p.label, prog, p))
     if args.baseline == "grabcut":

@@ -38,6 +38,9 @@ def test_progressive_off_records_no_join_and_flip_both_runs_each(tmp_path, capsy
                          "--flip", "both", "--shared", str(SHARED), "--out", str(out)]) == 0
     plain, flipped = json.loads(out.read_text())
     assert plain["progressive"] is False and plain["progressive_join"] is None
+    (source, row), = plain["per_source"].items()  # one object: one training folder
+    assert source.startswith("train_") and row["objects"] == 1
+    assert row["noc90"] == plain["noc90"] == plain["noc90_source_mean"]
     assert (plain["flip"], flipped["flip"]) == (False, True)
     assert "320/320 flip" in capsys.readouterr().out
 
@@ -53,3 +56,32 @@ def test_missing_weights_and_bad_sizes_are_refused(tmp_path, capsys):
     assert exc.value.code == 2
     assert "--joins applies only with --progressive on" in capsys.readouterr().err
     assert not (tmp_path / "o.json").exists()
+
+
+def test_per_source_weighs_every_training_folder_alike():
+    # two objects of folder a (NoC@90 2 and 20: never reached), one of folder b (NoC@90 1)
+    result = {"max_clicks": 20, "per_object": [{"ious": [0.5, 0.95]}, {"ious": [0.3] * 20},
+                                               {"ious": [0.92]}]}
+    out = heldout.per_source(result, ["a", "a", "b"])
+    assert out["per_source"] == {"a": {"objects": 2, "noc90": 11.0},
+                                 "b": {"objects": 1, "noc90": 1.0}}
+    assert out["noc90_source_mean"] == 6.0  # pooled over the three objects it would be 23 / 3
+    with pytest.raises(ValueError):  # a source for every object, no more, no less
+        heldout.per_source(result, ["a", "b"])
+
+
+def test_heldout_objects_are_trainings_split_folder_by_folder():
+    from cdnet.train.data import split_folders
+    from cdnet.train.loop import TrainConfig, validation_samples
+
+    for name in heldout.DEFAULT_DATASETS:
+        need_dataset(name)
+    samples, sources = heldout.heldout_objects(SHARED, extra=1)
+    roots = [SHARED / "datasets" / d for d in heldout.DEFAULT_DATASETS]
+    _, val = split_folders(roots, TrainConfig.val_fraction)
+    pooled = validation_samples(val, None, extra_per_image=1)
+    assert [s.name for s in samples] == [s.name for s in pooled]
+    assert len(sources) == len(samples) and len(set(sources)) > 1
+    folder_of = {e.image.stem: e.image.parent.parent.name for e in val}
+    pairs = zip(samples, sources, strict=True)
+    assert all(folder_of[s.name.split("#")[0]] == src for s, src in pairs)

@@ -26,6 +26,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="torch threads; 1 is faster when other jobs share the cores")
     parser.add_argument("--max-error-clicks", type=int, default=3,
                         help="simulated clicks from the model's own errors per batch (0..N)")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda where a GPU is lent")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="sampling processes (0: sample in the training process)")
+    parser.add_argument("--minutes", type=float,
+                        help="stop after this many minutes; the learning rate follows the clock")
+    parser.add_argument("--checkpoint-minutes", type=float, default=5.0,
+                        help="how often last.pt and latest_model.pt are written")
+    parser.add_argument("--val-fraction", type=float, default=0.05,
+                        help="share of images held out for validation (0 for a pack of training "
+                             "images only: scripts/pack_training_data.py)")
     parser.add_argument("--init-weights", help="start from these weights instead of ImageNet")
     parser.add_argument("--teacher", help="a larger checkpoint to distil from")
     parser.add_argument("--resume", action="store_true", help="continue <run-dir>/last.pt")
@@ -48,7 +58,10 @@ def run(args: argparse.Namespace) -> int:
                       batch_size=args.batch_size, crop=args.crop, lr=args.lr,
                       val_every=args.val_every, init_weights=args.init_weights,
                       teacher=args.teacher, threads=args.threads,
-                      max_error_clicks=args.max_error_clicks)
+                      max_error_clicks=args.max_error_clicks, device=args.device,
+                      workers=args.workers, minutes=args.minutes,
+                      checkpoint_minutes=args.checkpoint_minutes,
+                      val_fraction=args.val_fraction)
     try:
         best = train(cfg, resume=args.resume)
     except (FileNotFoundError, ValueError) as exc:

@@ -6,12 +6,15 @@ Resumable by design: everything needed to continue (weights, optimizer, iteratio
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -46,54 +49,99 @@ class TrainConfig:
     teacher: str | None = None
     seed: int = 0
     threads: int = 2
+    device: str = "cpu"  # "cuda" where a GPU is lent: the same loop, tensors moved there
+    workers: int = 0  # sampling processes; 0 samples in the training process (2-core default)
+    minutes: float | None = None  # stop after this long; the LR schedule then follows the clock
 
 
-def _batch_tensors(images, gts, clicks, priors):
+def _batch_tensors(images, gts, clicks, priors, device: str = "cpu"):
     img = torch.from_numpy(np.stack(images).transpose(0, 3, 1, 2).astype(np.float32))
     gt = torch.from_numpy(np.stack(gts)[:, None].astype(np.float32))
     h, w = gts[0].shape
     clk = torch.from_numpy(np.stack([click_maps(c, h, w) for c in clicks]))
     pri = torch.from_numpy(np.stack(priors)[:, None].astype(np.float32))
-    return img.contiguous(memory_format=torch.channels_last), gt, clk, pri
+    return (img.to(device).contiguous(memory_format=torch.channels_last), gt.to(device),
+            clk.to(device), pri.to(device))
+
+
+def first_interaction(source: SampleSource, cfg: TrainConfig, rng: np.random.Generator):
+    """One object and what an annotator starts it with: (image, gt, clicks, prior, fixed).
+
+    `fixed` marks zero-click and prior-only samples: they stay as they are (those are the
+    cases to learn), so no error clicks are added to them.
+    """
+    zero_click = rng.random() < cfg.zero_click_probability
+    img, gt = source.sample(rng, main_object=zero_click)
+    if zero_click:
+        prior, cl = np.zeros_like(gt), []
+    elif rng.random() < cfg.prior_probability:
+        prior = random_prior(gt, rng)
+        c = error_click(gt, prior, [])
+        cl = [c] if c is not None and rng.random() < 0.8 else []
+    else:
+        prior, cl = np.zeros_like(gt), random_first_clicks(gt, rng)
+    return img, gt, cl, prior, zero_click or (not cl and prior.any())
+
+
+def add_error_clicks(model: CDNet, samples: list, n_rounds: int, device: str = "cpu",
+                     pool: ThreadPoolExecutor | None = None):
+    """`n_rounds` clicks from the model's own errors, its mask fed back as the prior each time
+    (RITM's iterative sampling); returns the batch as tensors on `device`."""
+    images, gts, clicks, priors, fixed = (list(x) for x in zip(*samples, strict=True))
+    if n_rounds:
+        model.eval()
+        with torch.no_grad():
+            for _ in range(n_rounds):
+                img, _, clk, pri = _batch_tensors(images, gts, clicks, priors, device)
+                preds = (model(img, clk, pri).logits[:, 0] > 0).cpu().numpy()
+                todo = [i for i in range(len(images)) if not fixed[i]]
+                args = ([gts[i] for i in todo], [preds[i] for i in todo], [clicks[i] for i in todo])
+                new = pool.map(error_click, *args) if pool else map(error_click, *args)
+                for i, c in zip(todo, new, strict=True):
+                    if c is not None:
+                        clicks[i] = clicks[i] + [c]
+                        priors[i] = preds[i]
+        model.train()
+    return _batch_tensors(images, gts, clicks, priors, device)
 
 
 def simulate_batch(model: CDNet, source: SampleSource, cfg: TrainConfig,
                    rng: np.random.Generator):
     """A batch with clicks and priors as an annotator would have produced them."""
-    images, gts, clicks, priors, fixed = [], [], [], [], []
-    for _ in range(cfg.batch_size):
-        zero_click = rng.random() < cfg.zero_click_probability
-        img, gt = source.sample(rng, main_object=zero_click)
-        if zero_click:
-            prior, cl = np.zeros_like(gt), []
-        elif rng.random() < cfg.prior_probability:
-            prior = random_prior(gt, rng)
-            c = error_click(gt, prior, [])
-            cl = [c] if c is not None and rng.random() < 0.8 else []
-        else:
-            prior, cl = np.zeros_like(gt), random_first_clicks(gt, rng)
-        images.append(img)
-        gts.append(gt)
-        clicks.append(cl)
-        priors.append(prior)
-        # zero-click and prior-only samples stay as they are: those are the cases to learn
-        fixed.append(zero_click or (not cl and prior.any()))
-    n_extra = int(rng.integers(cfg.max_error_clicks + 1))
-    if n_extra:
-        model.eval()
-        with torch.no_grad():
-            for _ in range(n_extra):
-                img, _, clk, pri = _batch_tensors(images, gts, clicks, priors)
-                preds = (model(img, clk, pri).logits[:, 0] > 0).numpy()
-                for i in range(len(images)):
-                    if fixed[i]:
-                        continue
-                    c = error_click(gts[i], preds[i], clicks[i])
-                    if c is not None:
-                        clicks[i] = clicks[i] + [c]
-                        priors[i] = preds[i]
-        model.train()
-    return _batch_tensors(images, gts, clicks, priors)
+    samples = [first_interaction(source, cfg, rng) for _ in range(cfg.batch_size)]
+    return add_error_clicks(model, samples, int(rng.integers(cfg.max_error_clicks + 1)),
+                            cfg.device)
+
+
+class FirstInteractions(torch.utils.data.IterableDataset):
+    """An endless stream of `first_interaction` samples for DataLoader worker processes; each
+    worker draws from its own random stream (seed, start iteration, worker id), so a resumed
+    run does not replay the samples it has already seen."""
+
+    def __init__(self, source: SampleSource, cfg: TrainConfig, start: int):
+        self.source, self.cfg, self.start = source, cfg, start
+
+    def __iter__(self):
+        cv2.setNumThreads(1)  # the processes are the parallelism; OpenCV's own threads would fight
+        info = torch.utils.data.get_worker_info()
+        rng = np.random.default_rng([self.cfg.seed, self.start, info.id if info else 0])
+        while True:
+            yield first_interaction(self.source, self.cfg, rng)
+
+
+def _batches(model, source, cfg: TrainConfig, rng, start: int):
+    """Training batches: sampled in this process (workers=0) or by worker processes, with the
+    error-click rounds (which need the current model) always done here."""
+    if cfg.workers <= 0:
+        while True:
+            yield simulate_batch(model, source, cfg, rng)
+    loader = torch.utils.data.DataLoader(
+        FirstInteractions(source, cfg, start), batch_size=cfg.batch_size,
+        num_workers=cfg.workers, collate_fn=list, persistent_workers=True, prefetch_factor=4)
+    with ThreadPoolExecutor(min(8, cfg.workers)) as pool:
+        for samples in loader:
+            n = int(rng.integers(cfg.max_error_clicks + 1))
+            yield add_error_clicks(model, samples, n, cfg.device, pool)
 
 
 def validation_samples(entries, limit: int | None, extra_per_image: int = 0,
@@ -122,9 +170,12 @@ def validate(model: CDNet, samples: list[Sample]) -> dict:
     from cdnet.inference.predictor import Predictor
     from cdnet.inference.runner import TorchRunner
 
-    model.eval()
+    # the evaluation runs on the CPU (numpy in, numpy out): a GPU-trained model is copied there
+    on_cpu = next(model.parameters()).device.type == "cpu"
+    net = model if on_cpu else copy.deepcopy(model).cpu()
+    net.eval()
     try:
-        r = evaluate(Predictor(TorchRunner(model), "val"), samples, progress=False)
+        r = evaluate(Predictor(TorchRunner(net), "val"), samples, progress=False)
     finally:
         model.train()
     return {k: r[k] for k in ("noc85", "noc90", "miou@1", "miou@3", "miou@5") if k in r}
@@ -136,6 +187,15 @@ def _checkpoint(path: Path, model, opt, it: int, rng, best: float, cfg: TrainCon
                 "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
                 "best": best, "config": asdict(cfg)}, tmp)
     os.replace(tmp, path)
+
+
+def schedule_progress(it: int, cfg: TrainConfig, elapsed_s: float) -> float:
+    """How far along the run is, 0..1: by iterations, or by the clock when `cfg.minutes` caps
+    it (whichever is further), so a time-boxed run still ends on a small learning rate."""
+    p = it / cfg.iterations
+    if cfg.minutes is not None:
+        p = max(p, elapsed_s / (cfg.minutes * 60))
+    return min(p, 1.0)
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
@@ -151,12 +211,14 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
         model, _ = load_model(Path(cfg.init_weights))
     else:
         model = build_model(pretrained=True)
-    model = model.train().to(memory_format=torch.channels_last)
+    model = model.train().to(cfg.device, memory_format=torch.channels_last)
+    if cfg.device.startswith("cuda"):
+        torch.backends.cudnn.benchmark = True
     trunk = [p for n, p in model.named_parameters() if n.startswith(("stem.", "stage"))]
     rest = [p for n, p in model.named_parameters() if not n.startswith(("stem.", "stage"))]
     opt = torch.optim.AdamW([{"params": trunk, "lr": cfg.lr * cfg.backbone_lr_factor},
                              {"params": rest, "lr": cfg.lr}], weight_decay=cfg.weight_decay)
-    teacher = load_model(Path(cfg.teacher))[0].eval() if cfg.teacher else None
+    teacher = load_model(Path(cfg.teacher))[0].eval().to(cfg.device) if cfg.teacher else None
     rng = np.random.default_rng(cfg.seed)
     start, best = 0, float("inf")
     last = run / "last.pt"
@@ -173,13 +235,15 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     log = open(run / "log.jsonl", "a")
     bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations,
                disable=not progress, desc="train", dynamic_ncols=True)
-    last_save = time.monotonic()
+    began = last_save = time.monotonic()
     avg: dict[str, float] = {}
+    batches = _batches(model, source, cfg, rng, start)
     for it in bar:
-        decay = 0.5 * (1 + np.cos(np.pi * it / cfg.iterations))  # cosine schedule
+        progress_ = schedule_progress(it, cfg, time.monotonic() - began)
+        decay = 0.5 * (1 + np.cos(np.pi * progress_))  # cosine schedule
         for g, lr in zip(opt.param_groups, base_lrs, strict=True):
             g["lr"] = lr * (0.05 + 0.95 * decay)
-        img, gt, clk, pri = simulate_batch(model, source, cfg, rng)
+        img, gt, clk, pri = next(batches)
         teacher_probs = None
         if teacher is not None:
             with torch.no_grad():
@@ -193,7 +257,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
             avg[k] = v if k not in avg else 0.98 * avg[k] + 0.02 * v
         bar.set_postfix({k: f"{v:.3f}" for k, v in avg.items()})
         done = it + 1
-        if done % cfg.val_every == 0 or done == cfg.iterations:
+        finished = done == cfg.iterations or (
+            cfg.minutes is not None and time.monotonic() - began >= cfg.minutes * 60)
+        if done % cfg.val_every == 0 or finished:
             metrics = validate(model, val) if val else {}
             log.write(json.dumps({"iteration": done, **avg, **metrics}) + "\n")
             log.flush()
@@ -203,10 +269,13 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
                 best = score
                 save_model(model, run / "model.pt",
                            meta={"iteration": done, "val": metrics, "config": asdict(cfg)})
-        if time.monotonic() - last_save > cfg.checkpoint_minutes * 60 or done == cfg.iterations:
+        if time.monotonic() - last_save > cfg.checkpoint_minutes * 60 or finished:
             _checkpoint(last, model, opt, done, rng, best, cfg)
             save_model(model, run / "latest_model.pt", meta={"iteration": done})
             last_save = time.monotonic()
+        if finished:
+            break
+    bar.close()
     log.close()
     if not (run / "model.pt").exists():
         save_model(model, run / "model.pt", meta={"iteration": cfg.iterations})

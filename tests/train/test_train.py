@@ -12,31 +12,17 @@ import torch
 from cdnet import load_predictor
 from cdnet.model.io import build_model
 from cdnet.train.data import SampleSource, scan, split
-from cdnet.train.loop import TrainConfig, simulate_batch, train, validation_samples
+from cdnet.train.loop import (
+    TrainConfig,
+    add_error_clicks,
+    first_interaction,
+    schedule_progress,
+    simulate_batch,
+    train,
+    validation_samples,
+)
 from cdnet.train.losses import cdnet_loss
 from cdnet.train.simulation import random_first_clicks, random_prior
-
-
-@pytest.fixture()
-def dataset(tmp_path):
-    """Four images with one or two objects each, in the train_* folder layout."""
-    rng = np.random.default_rng(0)
-    (tmp_path / "images").mkdir()
-    (tmp_path / "masks").mkdir()
-    for i in range(4):
-        img = rng.integers(0, 60, (120, 160, 3), dtype=np.uint8)
-        a = np.zeros((120, 160), np.uint8)
-        cv2.circle(a, (50 + 10 * i, 60), 25, 255, -1)
-        img[a > 0] = (200, 150, 60)
-        cv2.imwrite(str(tmp_path / "images" / f"im_{i}.jpg"), img)
-        if i % 2:
-            b = np.zeros_like(a)
-            cv2.rectangle(b, (110, 20), (150, 60), 255, -1)
-            cv2.imwrite(str(tmp_path / "masks" / f"im_{i}_0.png"), a)
-            cv2.imwrite(str(tmp_path / "masks" / f"im_{i}_1.png"), b)
-        else:
-            cv2.imwrite(str(tmp_path / "masks" / f"im_{i}.png"), a)
-    return tmp_path
 
 
 def test_scan_pairs_images_with_single_and_numbered_masks(dataset):
@@ -129,3 +115,61 @@ def test_zero_click_samples_have_no_clicks_no_prior_and_a_single_object(dataset)
                                        np.random.default_rng(0))
     assert clk.sum() == 0 and pri.sum() == 0 and (gt.flatten(1).amax(1) == 1).all()
     assert source.single == [0, 2]  # only images with exactly one annotated object
+
+
+def test_error_clicks_are_the_same_computed_in_threads_or_in_line(dataset):
+    """The worker path computes error clicks in a thread pool; it must click where the
+    single-process path clicks."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    torch.manual_seed(0)
+    model = build_model(pretrained=False)
+    cfg = TrainConfig(crop=96, zero_click_probability=0.0, prior_probability=0.0)
+    rng = np.random.default_rng(1)
+    samples = [first_interaction(SampleSource(scan(dataset), 96), cfg, rng) for _ in range(6)]
+    inline = add_error_clicks(model, samples, 2)
+    with ThreadPoolExecutor(3) as pool:
+        threaded = add_error_clicks(model, samples, 2, pool=pool)
+    for a, b in zip(inline, threaded, strict=True):
+        assert torch.equal(a, b)
+    before = add_error_clicks(model, samples, 0)
+    # an untrained model errs somewhere on every object, so two rounds add clicks
+    assert inline[2].sum() > before[2].sum()
+
+
+def test_worker_processes_feed_a_resumable_run(dataset, tmp_path):
+    run = tmp_path / "run"
+    cfg = TrainConfig(run_dir=str(run), datasets=[str(dataset)], iterations=3, batch_size=2,
+                      crop=96, val_fraction=0.0, val_every=100, max_error_clicks=1, workers=2)
+    train(cfg, progress=False)
+    assert torch.load(run / "last.pt", weights_only=False)["iteration"] == 3
+    cfg.iterations = 4
+    train(cfg, resume=True, progress=False)
+    assert torch.load(run / "last.pt", weights_only=False)["iteration"] == 4
+
+
+def test_a_time_box_ends_the_run_early_on_the_lowest_learning_rate(dataset, tmp_path):
+    cfg = TrainConfig(iterations=100, minutes=10.0)
+    assert schedule_progress(10, cfg, 0.0) == 0.1  # the clock is behind the iterations
+    assert schedule_progress(10, cfg, 300.0) == 0.5  # the clock is ahead
+    assert schedule_progress(10, cfg, 1e6) == 1.0
+    run = tmp_path / "boxed"
+    cfg = TrainConfig(run_dir=str(run), datasets=[str(dataset)], iterations=1000, batch_size=2,
+                      crop=96, val_fraction=0.0, val_every=1000, max_error_clicks=0,
+                      minutes=1e-6)
+    train(cfg, progress=False)
+    # the box is over after the first step: it stops there and still leaves a checkpoint
+    assert torch.load(run / "last.pt", weights_only=False)["iteration"] == 1
+    assert (run / "latest_model.pt").is_file() and (run / "model.pt").is_file()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_training_on_a_gpu_saves_weights_that_load_on_the_cpu(dataset, tmp_path):
+    run = tmp_path / "gpu"
+    cfg = TrainConfig(run_dir=str(run), datasets=[str(dataset)], iterations=2, batch_size=2,
+                      crop=96, val_fraction=0.34, val_every=2, max_error_clicks=1,
+                      device="cuda", workers=1)
+    best = train(cfg, progress=False)
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert "noc90" in log[-1]  # validation ran on a CPU copy of the GPU model
+    assert load_predictor(best, backend="torch").model_version.startswith("cdnet-mnv2-")

@@ -6,7 +6,7 @@
 #   OUT=<dir> MINUTES=7.5 bash scripts/gpu_train_stage.sh
 set -uo pipefail
 OUT=${OUT:?set OUT to the folder for snapshots and logs}
-PACK=${PACK:-.gpu_data} MINUTES=${MINUTES:-7} RUN=${RUN:-/tmp/gpu_run} KEEP=${KEEP:-5}
+PACK=${PACK:-.gpu_data} MINUTES=${MINUTES:-7} RUN=${RUN:-$(mktemp -d /tmp/gpu_run.XXXXXX)} KEEP=${KEEP:-5}
 DEVICE=${DEVICE:-cuda} WORKERS=${WORKERS:-14} BATCH=${BATCH:-32} LR=${LR:-5e-4}
 start=$(date +%s)
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
@@ -30,7 +30,7 @@ snapper=$!
 PYTHONUNBUFFERED=1 python3 -m cdnet.train --run-dir "$RUN" --datasets "$PACK"/train_* \
   --device "$DEVICE" --workers "$WORKERS" --batch-size "$BATCH" --lr "$LR" --crop 256 \
   --iterations 1000000 --minutes "$MINUTES" --val-every 100000000 --val-fraction 0 \
-  --checkpoint-minutes 1 --threads 2 --init-weights cdnet/weights/cdnet_mnv2.pt 2>&1 \
+  --checkpoint-minutes 1 --threads 2 --init-weights "${INIT:-cdnet/weights/cdnet_mnv2.pt}" 2>&1 \
   | tr '\r' '\n' >"$OUT/train.log"
 rc=$?
 kill "$snapper" 2>/dev/null

@@ -9,6 +9,7 @@ import sys
 
 from cdnet.train.cli import configure, run
 
-parser = argparse.ArgumentParser(prog="python -m cdnet.train", description=__doc__)
-configure(parser)
-sys.exit(run(parser.parse_args()))
+if __name__ == "__main__":  # guarded: the clicker's worker processes import this module too
+    parser = argparse.ArgumentParser(prog="python -m cdnet.train", description=__doc__)
+    configure(parser)
+    sys.exit(run(parser.parse_args()))

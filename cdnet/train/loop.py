@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import copy
 import json
+import multiprocessing
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -54,14 +55,24 @@ class TrainConfig:
     minutes: float | None = None  # stop after this long; the LR schedule then follows the clock
 
 
-def _batch_tensors(images, gts, clicks, priors, device: str = "cpu"):
-    img = torch.from_numpy(np.stack(images).transpose(0, 3, 1, 2).astype(np.float32))
-    gt = torch.from_numpy(np.stack(gts)[:, None].astype(np.float32))
-    h, w = gts[0].shape
+def _image_tensor(images, device: str = "cpu") -> torch.Tensor:
+    """(N, 3, H, W) float32, channels_last; moved as uint8 (a quarter of the bytes) and
+    converted where it lands."""
+    u8 = torch.from_numpy(np.stack(images)).to(device).permute(0, 3, 1, 2)
+    return u8.float().contiguous(memory_format=torch.channels_last)
+
+
+def _interaction_tensors(clicks, priors, device: str = "cpu"):
+    """(click maps, prior) tensors: the part of a batch that changes with every click round."""
+    h, w = priors[0].shape
     clk = torch.from_numpy(np.stack([click_maps(c, h, w) for c in clicks]))
-    pri = torch.from_numpy(np.stack(priors)[:, None].astype(np.float32))
-    return (img.to(device).contiguous(memory_format=torch.channels_last), gt.to(device),
-            clk.to(device), pri.to(device))
+    pri = torch.from_numpy(np.stack(priors)[:, None]).to(device).float()
+    return clk.to(device), pri
+
+
+def _batch_tensors(images, gts, clicks, priors, device: str = "cpu"):
+    gt = torch.from_numpy(np.stack(gts)[:, None]).to(device).float()
+    return (_image_tensor(images, device), gt, *_interaction_tensors(clicks, priors, device))
 
 
 def first_interaction(source: SampleSource, cfg: TrainConfig, rng: np.random.Generator):
@@ -84,19 +95,20 @@ def first_interaction(source: SampleSource, cfg: TrainConfig, rng: np.random.Gen
 
 
 def add_error_clicks(model: CDNet, samples: list, n_rounds: int, device: str = "cpu",
-                     pool: ThreadPoolExecutor | None = None):
+                     pool: Executor | None = None):
     """`n_rounds` clicks from the model's own errors, its mask fed back as the prior each time
     (RITM's iterative sampling); returns the batch as tensors on `device`."""
     images, gts, clicks, priors, fixed = (list(x) for x in zip(*samples, strict=True))
     if n_rounds:
         model.eval()
         with torch.no_grad():
+            img = _image_tensor(images, device)  # the images stay; clicks and prior change
             for _ in range(n_rounds):
-                img, _, clk, pri = _batch_tensors(images, gts, clicks, priors, device)
+                clk, pri = _interaction_tensors(clicks, priors, device)
                 preds = (model(img, clk, pri).logits[:, 0] > 0).cpu().numpy()
                 todo = [i for i in range(len(images)) if not fixed[i]]
                 args = ([gts[i] for i in todo], [preds[i] for i in todo], [clicks[i] for i in todo])
-                new = pool.map(error_click, *args) if pool else map(error_click, *args)
+                new = pool.map(error_click, *args, chunksize=4) if pool else map(error_click, *args)
                 for i, c in zip(todo, new, strict=True):
                     if c is not None:
                         clicks[i] = clicks[i] + [c]
@@ -130,15 +142,18 @@ class FirstInteractions(torch.utils.data.IterableDataset):
 
 
 def _batches(model, source, cfg: TrainConfig, rng, start: int):
-    """Training batches: sampled in this process (workers=0) or by worker processes, with the
-    error-click rounds (which need the current model) always done here."""
+    """Training batches: sampled in this process (workers=0) or by worker processes. The
+    error-click rounds need the current model, so they run here; their clicker (distance
+    transforms, numpy: it holds the GIL, threads do not help) runs in a process pool."""
     if cfg.workers <= 0:
         while True:
             yield simulate_batch(model, source, cfg, rng)
     loader = torch.utils.data.DataLoader(
         FirstInteractions(source, cfg, start), batch_size=cfg.batch_size,
         num_workers=cfg.workers, collate_fn=list, persistent_workers=True, prefetch_factor=4)
-    with ThreadPoolExecutor(min(8, cfg.workers)) as pool:
+    # forkserver: the clicker processes start clean, never forked from a process holding CUDA
+    ctx = multiprocessing.get_context("forkserver")
+    with ProcessPoolExecutor(min(8, cfg.workers), mp_context=ctx) as pool:
         for samples in loader:
             n = int(rng.integers(cfg.max_error_clicks + 1))
             yield add_error_clicks(model, samples, n, cfg.device, pool)

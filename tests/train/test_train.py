@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from cdnet import load_predictor
-from cdnet.model.io import build_model
+from cdnet.model.io import BUNDLED_WEIGHTS, build_model
 from cdnet.train.data import SampleSource, scan, split
 from cdnet.train.loop import (
     TrainConfig,
@@ -117,10 +117,11 @@ def test_zero_click_samples_have_no_clicks_no_prior_and_a_single_object(dataset)
     assert source.single == [0, 2]  # only images with exactly one annotated object
 
 
-def test_error_clicks_are_the_same_computed_in_threads_or_in_line(dataset):
-    """The worker path computes error clicks in a thread pool; it must click where the
-    single-process path clicks."""
-    from concurrent.futures import ThreadPoolExecutor
+def test_error_clicks_are_the_same_computed_in_a_process_pool_or_in_line(dataset):
+    """The worker path computes error clicks in a process pool (as `_batches` makes it); it
+    must click where the single-process path clicks."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
 
     torch.manual_seed(0)
     model = build_model(pretrained=False)
@@ -128,9 +129,10 @@ def test_error_clicks_are_the_same_computed_in_threads_or_in_line(dataset):
     rng = np.random.default_rng(1)
     samples = [first_interaction(SampleSource(scan(dataset), 96), cfg, rng) for _ in range(6)]
     inline = add_error_clicks(model, samples, 2)
-    with ThreadPoolExecutor(3) as pool:
-        threaded = add_error_clicks(model, samples, 2, pool=pool)
-    for a, b in zip(inline, threaded, strict=True):
+    ctx = multiprocessing.get_context("forkserver")
+    with ProcessPoolExecutor(2, mp_context=ctx) as pool:
+        pooled = add_error_clicks(model, samples, 2, pool=pool)
+    for a, b in zip(inline, pooled, strict=True):
         assert torch.equal(a, b)
     before = add_error_clicks(model, samples, 0)
     # an untrained model errs somewhere on every object, so two rounds add clicks
@@ -168,7 +170,7 @@ def test_training_on_a_gpu_saves_weights_that_load_on_the_cpu(dataset, tmp_path)
     run = tmp_path / "gpu"
     cfg = TrainConfig(run_dir=str(run), datasets=[str(dataset)], iterations=2, batch_size=2,
                       crop=96, val_fraction=0.34, val_every=2, max_error_clicks=1,
-                      device="cuda", workers=1)
+                      device="cuda", workers=1, init_weights=str(BUNDLED_WEIGHTS))
     best = train(cfg, progress=False)
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert "noc90" in log[-1]  # validation ran on a CPU copy of the GPU model

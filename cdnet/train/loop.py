@@ -148,11 +148,13 @@ def _batches(model, source, cfg: TrainConfig, rng, start: int):
     if cfg.workers <= 0:
         while True:
             yield simulate_batch(model, source, cfg, rng)
+    # forkserver: worker processes start clean, never forked from a process holding CUDA (and
+    # its threads: forking those can deadlock)
+    ctx = multiprocessing.get_context("forkserver")
     loader = torch.utils.data.DataLoader(
         FirstInteractions(source, cfg, start), batch_size=cfg.batch_size,
-        num_workers=cfg.workers, collate_fn=list, persistent_workers=True, prefetch_factor=4)
-    # forkserver: the clicker processes start clean, never forked from a process holding CUDA
-    ctx = multiprocessing.get_context("forkserver")
+        num_workers=cfg.workers, collate_fn=list, persistent_workers=True, prefetch_factor=4,
+        multiprocessing_context=ctx)
     with ProcessPoolExecutor(min(8, cfg.workers), mp_context=ctx) as pool:
         for samples in loader:
             n = int(rng.integers(cfg.max_error_clicks + 1))

@@ -250,8 +250,13 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
         torch.set_rng_state(ck["torch_rng"])
     base_lrs = [g["lr"] for g in opt.param_groups]
     log = open(run / "log.jsonl", "a")
-    bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations,
-               disable=not progress, desc="train", dynamic_ncols=True)
+    # a time box ends the run first: an ETA over the iteration count would be meaningless, so
+    # the bar then counts iterations and names the box instead
+    boxed = cfg.minutes is not None
+    its = range(start, cfg.iterations)
+    bar = tqdm(iter(its) if boxed else its, initial=start,
+               total=None if boxed else cfg.iterations, disable=not progress,
+               desc=f"train ({cfg.minutes:g} min box)" if boxed else "train", dynamic_ncols=True)
     began = last_save = time.monotonic()
     avg: dict[str, float] = {}
     batches = _batches(model, source, cfg, rng, start)

@@ -261,8 +261,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     avg: dict[str, float] = {}
     batches = _batches(model, source, cfg, rng, start)
     for it in bar:
-        progress_ = schedule_progress(it, cfg, time.monotonic() - began)
-        decay = 0.5 * (1 + np.cos(np.pi * progress_))  # cosine schedule
+        share_done = schedule_progress(it, cfg, time.monotonic() - began)
+        decay = 0.5 * (1 + np.cos(np.pi * share_done))  # cosine schedule
         for g, lr in zip(opt.param_groups, base_lrs, strict=True):
             g["lr"] = lr * (0.05 + 0.95 * decay)
         img, gt, clk, pri = next(batches)
@@ -297,6 +297,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
             last_save = time.monotonic()
         if finished:
             break
+    batches.close()  # stops sampling workers and the clicker pool now, not whenever GC runs
     bar.close()
     log.close()
     if not (run / "model.pt").exists():

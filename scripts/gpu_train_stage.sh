@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One time-boxed training stage on a lent GPU machine, from a pack made by
 # scripts/pack_training_data.py (the datasets do not travel; the pack does). Fine-tunes the
-# shipped weights, keeps a snapshot about every minute so the last ones can be averaged and
-# chosen on held-out objects here (benchmarks/heldout.py), and writes everything to $OUT.
+# shipped weights, keeps a snapshot about every minute (--keep-snapshots) so the last ones can
+# be averaged and chosen on held-out objects here (benchmarks/heldout.py), and writes the last
+# KEEP snapshots, the final weights and the logs to $OUT.
 #   OUT=<dir> MINUTES=7.5 bash scripts/gpu_train_stage.sh
 set -uo pipefail
 OUT=${OUT:?set OUT to the folder for snapshots and logs}
@@ -18,25 +19,17 @@ if [ "$DEVICE" = cuda ]; then
   (python3 -m pytest -q -p no:cacheprovider tests/train/test_train.py -k gpu -rs \
      >"$OUT/gpu_test.log" 2>&1; echo "pytest rc=$?" >>"$OUT/gpu_test.log") &
 fi
-mkdir -p "$RUN/snaps"
-( k=0; touch -d @0 "$RUN/snaps/stamp"
-  while sleep 10; do
-    if [ -f "$RUN/latest_model.pt" ] && [ "$RUN/latest_model.pt" -nt "$RUN/snaps/stamp" ]; then
-      touch "$RUN/snaps/stamp"; k=$((k + 1))
-      cp "$RUN/latest_model.pt" "$RUN/snaps/tmp" && mv "$RUN/snaps/tmp" "$RUN/snaps/snap_$(printf %03d $k).pt"
-    fi
-  done ) &
-snapper=$!
 PYTHONUNBUFFERED=1 python3 -m cdnet.train --run-dir "$RUN" --datasets "$PACK"/train_* \
   --device "$DEVICE" --workers "$WORKERS" --batch-size "$BATCH" --lr "$LR" --crop 256 \
   --iterations 1000000 --minutes "$MINUTES" --val-every 100000000 --val-fraction 0 \
-  --checkpoint-minutes 1 --threads 2 --init-weights "${INIT:-cdnet/weights/cdnet_mnv2.pt}" 2>&1 \
+  --checkpoint-minutes 1 --keep-snapshots --threads 2 --init-weights "${INIT:-cdnet/weights/cdnet_mnv2.pt}" 2>&1 \
   | tr '\r' '\n' >"$OUT/train.log"
 rc=$?
-kill "$snapper" 2>/dev/null
 grep -v '^\s*$' "$OUT/train.log" | awk 'NR % 200 == 1' | cut -c1-160
 tail -5 "$OUT/train.log" | cut -c1-300
-for f in $(ls "$RUN"/snaps/snap_*.pt 2>/dev/null | tail -n "$KEEP"); do cp "$f" "$OUT/"; done
+for f in $(ls -v "$RUN"/snapshots/it_*.pt 2>/dev/null | tail -n "$KEEP"); do
+  cp "$f" "$OUT/"
+done
 [ -f "$RUN/latest_model.pt" ] && cp "$RUN/latest_model.pt" "$OUT/final.pt"
 wait
 [ -f "$OUT/gpu_test.log" ] && tail -3 "$OUT/gpu_test.log"

@@ -27,14 +27,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cdnet.eval.datasets import SHARED_DATASETS  # noqa: E402
 from cdnet.train.cli import DEFAULT_DATASETS  # noqa: E402
-from cdnet.train.data import _load, split  # noqa: E402
-from cdnet.train.data import scan as scan_folder  # noqa: E402
+from cdnet.train.data import _load, split_folders  # noqa: E402
 from cdnet.train.loop import TrainConfig  # noqa: E402
 
 
 def pack_folder(folder: Path, out: Path, quality: int) -> tuple[int, int]:
     """Write `folder`'s training entries under `out`; returns (images, image bytes)."""
-    train_entries, _ = split(scan_folder(folder), TrainConfig.val_fraction)
+    train_entries, _ = split_folders([folder], TrainConfig.val_fraction)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(parents=True, exist_ok=True)
     written = 0

@@ -33,6 +33,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="stop after this many minutes; the learning rate follows the clock")
     parser.add_argument("--checkpoint-minutes", type=float, default=5.0,
                         help="how often last.pt and latest_model.pt are written")
+    parser.add_argument("--keep-snapshots", action="store_true",
+                        help="keep each checkpoint's weights as <run-dir>/snapshots/it_<N>.pt "
+                             "(to average the last few)")
     parser.add_argument("--val-fraction", type=float, default=0.05,
                         help="share of images held out for validation (0 for a pack of training "
                              "images only: scripts/pack_training_data.py)")
@@ -61,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
                       max_error_clicks=args.max_error_clicks, device=args.device,
                       workers=args.workers, minutes=args.minutes,
                       checkpoint_minutes=args.checkpoint_minutes,
-                      val_fraction=args.val_fraction)
+                      val_fraction=args.val_fraction, keep_snapshots=args.keep_snapshots)
     try:
         best = train(cfg, resume=args.resume)
     except (FileNotFoundError, ValueError) as exc:

@@ -53,6 +53,7 @@ class TrainConfig:
     device: str = "cpu"  # "cuda" where a GPU is lent: the same loop, tensors moved there
     workers: int = 0  # sampling processes; 0 samples in the training process (2-core default)
     minutes: float | None = None  # stop after this long; the LR schedule then follows the clock
+    keep_snapshots: bool = False  # also keep every checkpoint's weights: for averaging the last
 
 
 def _image_tensor(images, device: str = "cpu") -> torch.Tensor:
@@ -279,8 +280,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
             avg[k] = v if k not in avg else 0.98 * avg[k] + 0.02 * v
         bar.set_postfix({k: f"{v:.3f}" for k, v in avg.items()})
         done = it + 1
-        finished = done == cfg.iterations or (
-            cfg.minutes is not None and time.monotonic() - began >= cfg.minutes * 60)
+        finished = schedule_progress(done, cfg, time.monotonic() - began) >= 1.0
         if done % cfg.val_every == 0 or finished:
             metrics = validate(model, val) if val else {}
             log.write(json.dumps({"iteration": done, **avg, **metrics}) + "\n")
@@ -294,6 +294,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
         if time.monotonic() - last_save > cfg.checkpoint_minutes * 60 or finished:
             _checkpoint(last, model, opt, done, rng, best, cfg)
             save_model(model, run / "latest_model.pt", meta={"iteration": done})
+            if cfg.keep_snapshots:
+                save_model(model, run / "snapshots" / f"it_{done}.pt", meta={"iteration": done})
             last_save = time.monotonic()
         if finished:
             break

@@ -158,11 +158,12 @@ def test_a_time_box_ends_the_run_early_on_the_lowest_learning_rate(dataset, tmp_
     run = tmp_path / "boxed"
     cfg = TrainConfig(run_dir=str(run), datasets=[str(dataset)], iterations=1000, batch_size=2,
                       crop=96, val_fraction=0.0, val_every=1000, max_error_clicks=0,
-                      minutes=1e-6)
+                      minutes=1e-6, keep_snapshots=True)
     train(cfg, progress=False)
     # the box is over after the first step: it stops there and still leaves a checkpoint
     assert torch.load(run / "last.pt", weights_only=False)["iteration"] == 1
     assert (run / "latest_model.pt").is_file() and (run / "model.pt").is_file()
+    assert [p.name for p in (run / "snapshots").iterdir()] == ["it_1.pt"]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")

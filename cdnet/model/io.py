@@ -27,7 +27,22 @@ def file_digest(path: Path) -> str:
 def build_model(config: dict | None = None, pretrained: bool = False) -> CDNet:
     config = config or {}
     return CDNet(num_heads=config.get("num_heads", 4),
-                 pdm_iterations=config.get("pdm_iterations", 10), pretrained=pretrained)
+                 pdm_iterations=config.get("pdm_iterations", 10), pretrained=pretrained,
+                 fine_head=config.get("fine_head", False))
+
+
+def with_fine_head(model: CDNet) -> CDNet:
+    """`model` with a stride-2 refinement head added (zero-initialised: the same outputs until
+    trained); a model that has one is returned as is."""
+    if model.fine is not None:
+        return model
+    grown = CDNet(num_heads=model.heads.out_channels, pdm_iterations=model.pdm.iterations,
+                  pretrained=False, fine_head=True)
+    missing, unexpected = grown.load_state_dict(model.state_dict(), strict=False)
+    stray = [k for k in missing if not k.startswith("fine.")] + list(unexpected)
+    if stray:
+        raise ValueError(f"weights do not fit the model with a fine head: {stray[:5]}")
+    return grown.train(model.training)
 
 
 def save_model(model: CDNet, path: Path, meta: dict | None = None, extra: dict | None = None):
@@ -37,7 +52,8 @@ def save_model(model: CDNet, path: Path, meta: dict | None = None, extra: dict |
     payload = {
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "config": {"num_heads": model.heads.out_channels,
-                   "pdm_iterations": model.pdm.iterations},
+                   "pdm_iterations": model.pdm.iterations,
+                   "fine_head": model.fine is not None},
         "meta": meta or {},
         **(extra or {}),
     }

@@ -40,6 +40,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="share of images held out for validation (0 for a pack of training "
                              "images only: scripts/pack_training_data.py)")
     parser.add_argument("--init-weights", help="start from these weights instead of ImageNet")
+    parser.add_argument("--fine-head", action="store_true",
+                        help="add the stride-2 refinement head (to --init-weights without one)")
     parser.add_argument("--teacher", help="a larger checkpoint to distil from")
     parser.add_argument("--resume", action="store_true", help="continue <run-dir>/last.pt")
     parser.add_argument("--publish", action="store_true",
@@ -64,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
                       max_error_clicks=args.max_error_clicks, device=args.device,
                       workers=args.workers, minutes=args.minutes,
                       checkpoint_minutes=args.checkpoint_minutes,
-                      val_fraction=args.val_fraction, keep_snapshots=args.keep_snapshots)
+                      val_fraction=args.val_fraction, keep_snapshots=args.keep_snapshots,
+                      fine_head=args.fine_head)
     try:
         best = train(cfg, resume=args.resume)
     except (FileNotFoundError, ValueError) as exc:

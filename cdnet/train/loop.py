@@ -23,7 +23,7 @@ from tqdm import tqdm
 from cdnet.eval.datasets import Sample
 from cdnet.model.cdnet import CDNet
 from cdnet.model.encoding import click_maps
-from cdnet.model.io import build_model, load_model, save_model
+from cdnet.model.io import build_model, load_model, save_model, with_fine_head
 from cdnet.train.data import SampleSource, split_folders
 from cdnet.train.losses import cdnet_loss
 from cdnet.train.simulation import error_click, random_first_clicks, random_prior
@@ -54,6 +54,7 @@ class TrainConfig:
     workers: int = 0  # sampling processes; 0 samples in the training process (2-core default)
     minutes: float | None = None  # stop after this long; the LR schedule then follows the clock
     keep_snapshots: bool = False  # also keep every checkpoint's weights: for averaging the last
+    fine_head: bool = False  # add the stride-2 refinement head (to --init-weights without one)
 
 
 def _image_tensor(images, device: str = "cpu") -> torch.Tensor:
@@ -227,8 +228,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
 
     if cfg.init_weights:
         model, _ = load_model(Path(cfg.init_weights))
+        if cfg.fine_head:
+            model = with_fine_head(model)
     else:
-        model = build_model(pretrained=True)
+        model = build_model({"fine_head": cfg.fine_head}, pretrained=True)
     model = model.train().to(cfg.device, memory_format=torch.channels_last)
     if cfg.device.startswith("cuda"):
         torch.backends.cudnn.benchmark = True

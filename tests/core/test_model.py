@@ -70,3 +70,36 @@ def test_pixel_diffusion_keeps_clicked_pixels_on_their_side():
     with torch.no_grad():
         out = pdm(logits, torch.zeros(1, 3, 16, 16), clicks)
     assert out[0, 0, 8, 8] > logits[0, 0, 8, 8]
+
+
+def _inputs(h: int = 64, w: int = 64):
+    torch.manual_seed(0)
+    clicks = torch.zeros(1, 2, h, w)
+    clicks[0, 0, h // 2 - 3 : h // 2 + 3, w // 2 - 3 : w // 2 + 3] = 1
+    return torch.rand(1, 3, h, w) * 255, clicks, torch.zeros(1, 1, h, w)
+
+
+def test_a_fine_head_added_to_trained_weights_changes_nothing_until_trained(tmp_path):
+    from cdnet.model.io import load_model, save_model, with_fine_head
+
+    torch.manual_seed(1)
+    base = CDNet(pretrained=False).eval()
+    with torch.no_grad():  # not a fresh init: weights a trained model could have
+        for p in base.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    grown = with_fine_head(base).eval()
+    assert grown.fine is not None and with_fine_head(grown) is grown
+    assert 0 < count_parameters(grown) - count_parameters(base) < 10_000
+    with torch.no_grad():
+        before, after = base(*_inputs()).logits, grown(*_inputs()).logits
+    assert torch.equal(before, after)
+    with torch.no_grad():  # once trained (here: a constant correction of +1), it is added
+        grown.fine.out.bias.fill_(1.0)
+        changed = grown(*_inputs()).logits
+    assert torch.allclose(changed, before + 1.0, atol=1e-5)
+    save_model(grown, tmp_path / "fine.pt")
+    loaded, _ = load_model(tmp_path / "fine.pt")
+    assert loaded.fine is not None
+    with torch.no_grad():
+        assert torch.equal(loaded(*_inputs()).logits, changed)
+

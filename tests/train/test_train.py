@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from cdnet import load_predictor
-from cdnet.model.io import BUNDLED_WEIGHTS, build_model
+from cdnet.model.io import BUNDLED_WEIGHTS, build_model, load_model
 from cdnet.train.data import SampleSource, scan, split
 from cdnet.train.loop import (
     TrainConfig,
@@ -21,7 +21,7 @@ from cdnet.train.loop import (
     train,
     validation_samples,
 )
-from cdnet.train.losses import cdnet_loss
+from cdnet.train.losses import boundary_bce, cdnet_loss
 from cdnet.train.simulation import random_first_clicks, random_prior
 
 
@@ -176,3 +176,31 @@ def test_training_on_a_gpu_saves_weights_that_load_on_the_cpu(dataset, tmp_path)
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert "noc90" in log[-1]  # validation ran on a CPU copy of the GPU model
     assert load_predictor(best, backend="torch").model_version.startswith("cdnet-mnv2-")
+
+
+def test_boundary_loss_counts_only_errors_near_the_boundary():
+    gt = torch.zeros(1, 1, 40, 40)
+    gt[..., 10:30, 10:30] = 1
+    right = gt * 20 - 10  # confident and correct everywhere
+    far_wrong = right.clone()
+    far_wrong[..., 18:22, 18:22] = -10  # wrong deep inside the object
+    near_wrong = right.clone()
+    near_wrong[..., 10:12, 10:30] = -10  # wrong on the boundary's inner rows
+    assert boundary_bce(right, gt) < 1e-3
+    assert boundary_bce(far_wrong, gt) == pytest.approx(boundary_bce(right, gt))
+    assert boundary_bce(near_wrong, gt) > 0.5  # 40 of ~480 band pixels at BCE 10
+
+
+def test_a_fine_head_is_added_to_init_weights_and_trained(dataset, tmp_path):
+    from cdnet.model.io import save_model
+
+    init = tmp_path / "init.pt"
+    save_model(build_model(pretrained=False), init)
+    run = tmp_path / "run"
+    cfg = TrainConfig(run_dir=str(run), datasets=[str(dataset)], iterations=2, batch_size=2,
+                      crop=96, val_fraction=0.0, val_every=2, max_error_clicks=1,
+                      init_weights=str(init), fine_head=True)
+    best = train(cfg, progress=False)
+    model, _ = load_model(best)
+    assert model.fine is not None
+    assert torch.count_nonzero(model.fine.out.weight) > 0  # its zero start was trained

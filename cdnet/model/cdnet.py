@@ -8,7 +8,7 @@ predicted IoU of the output mask and of the input prior.
 Optionally (`fine_head`) a small stride-2 refinement adds a correction to the stride-4 logits
 from the stem's stride-2 features. Why: the objects that never reach 90% IoU lose it in a band
 of about half a stride-4 cell along the boundary; even a perfect stride-4 map, upsampled, caps
-some of them near 0.90-0.94 IoU, a stride-2 map at 0.96-0.99.
+some of them at 0.90-0.96 IoU, a stride-2 map at 0.96-0.99.
 """
 
 from __future__ import annotations

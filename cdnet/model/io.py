@@ -24,6 +24,12 @@ def file_digest(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:8]
 
 
+def model_config(model: CDNet) -> dict:
+    """The architecture settings `build_model` rebuilds `model` from (saved with its weights)."""
+    return {"num_heads": model.heads.out_channels, "pdm_iterations": model.pdm.iterations,
+            "fine_head": model.fine is not None}
+
+
 def build_model(config: dict | None = None, pretrained: bool = False) -> CDNet:
     config = config or {}
     return CDNet(num_heads=config.get("num_heads", 4),
@@ -36,8 +42,7 @@ def with_fine_head(model: CDNet) -> CDNet:
     trained); a model that has one is returned as is."""
     if model.fine is not None:
         return model
-    grown = CDNet(num_heads=model.heads.out_channels, pdm_iterations=model.pdm.iterations,
-                  pretrained=False, fine_head=True)
+    grown = build_model({**model_config(model), "fine_head": True})
     missing, unexpected = grown.load_state_dict(model.state_dict(), strict=False)
     stray = [k for k in missing if not k.startswith("fine.")] + list(unexpected)
     if stray:
@@ -51,9 +56,7 @@ def save_model(model: CDNet, path: Path, meta: dict | None = None, extra: dict |
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "config": {"num_heads": model.heads.out_channels,
-                   "pdm_iterations": model.pdm.iterations,
-                   "fine_head": model.fine is not None},
+        "config": model_config(model),
         "meta": meta or {},
         **(extra or {}),
     }

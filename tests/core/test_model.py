@@ -102,4 +102,3 @@ def test_a_fine_head_added_to_trained_weights_changes_nothing_until_trained(tmp_
     assert loaded.fine is not None
     with torch.no_grad():
         assert torch.equal(loaded(*_inputs()).logits, changed)
-

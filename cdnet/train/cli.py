@@ -43,15 +43,38 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fine-head", action="store_true",
                         help="add the stride-2 refinement head (to --init-weights without one)")
     parser.add_argument("--teacher", help="a larger checkpoint to distil from")
+    parser.add_argument("--source-weight", action="append", default=[], metavar="FOLDER=W",
+                        help="sampling weight of each image of a training folder (default 1; "
+                             "repeatable), e.g. train_coco_mval=0.5")
     parser.add_argument("--resume", action="store_true", help="continue <run-dir>/last.pt")
     parser.add_argument("--publish", action="store_true",
                         help="copy the best weights into cdnet/weights/ when done")
+
+
+def parse_source_weights(items: list[str]) -> dict[str, float]:
+    """`["train_x=0.5", ...]` -> `{"train_x": 0.5}`; ValueError naming the bad item."""
+    out: dict[str, float] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            w = float(value)
+        except ValueError:
+            w = float("nan")
+        if not sep or not name or not (w >= 0 and w != float("inf")):
+            raise ValueError(f"--source-weight {item!r}: expected FOLDER=W with W >= 0")
+        out[Path(name).name] = w
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
     from cdnet.model.io import BUNDLED_WEIGHTS
     from cdnet.train.loop import TrainConfig, train
 
+    try:
+        source_weights = parse_source_weights(args.source_weight)
+    except ValueError as exc:
+        print(f"clicksmith train: {exc}")
+        return 2
     folders = []
     for d in args.datasets:
         p = Path(d) if Path(d).is_dir() else SHARED_DATASETS / d
@@ -67,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
                       workers=args.workers, minutes=args.minutes,
                       checkpoint_minutes=args.checkpoint_minutes,
                       val_fraction=args.val_fraction, keep_snapshots=args.keep_snapshots,
-                      fine_head=args.fine_head)
+                      fine_head=args.fine_head, source_weights=source_weights)
     try:
         best = train(cfg, resume=args.resume)
     except (FileNotFoundError, ValueError) as exc:

@@ -55,6 +55,8 @@ class TrainConfig:
     minutes: float | None = None  # stop after this long; the LR schedule then follows the clock
     keep_snapshots: bool = False  # also keep every checkpoint's weights: for averaging the last
     fine_head: bool = False  # add the stride-2 refinement head (to --init-weights without one)
+    # per-image sampling weight of each training folder (by folder name; 1 when not named)
+    source_weights: dict[str, float] = field(default_factory=dict)
 
 
 def _image_tensor(images, device: str = "cpu") -> torch.Tensor:
@@ -223,7 +225,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     run = Path(cfg.run_dir)
     run.mkdir(parents=True, exist_ok=True)
     train_entries, val_entries = split_folders(cfg.datasets, cfg.val_fraction)
-    source = SampleSource(train_entries, cfg.crop)
+    source = SampleSource(train_entries, cfg.crop, cfg.source_weights or None)
     val = validation_samples(val_entries, cfg.val_objects)
 
     if cfg.init_weights:

@@ -204,3 +204,55 @@ def test_a_fine_head_is_added_to_init_weights_and_trained(dataset, tmp_path):
     model, _ = load_model(best)
     assert model.fine is not None
     assert torch.count_nonzero(model.fine.out.weight) > 0  # its zero start was trained
+
+
+def _two_folders(dataset, tmp_path):
+    """The tiny dataset twice, as folders `train_a` and `train_b` (4 images each)."""
+    import shutil
+
+    folders = []
+    for name in ("train_a", "train_b"):
+        for sub in ("images", "masks"):
+            shutil.copytree(dataset / sub, tmp_path / name / sub)
+        folders.append(tmp_path / name)
+    return folders
+
+
+def test_source_weights_set_each_folders_share_of_the_draws(dataset, tmp_path):
+    entries = [e for f in _two_folders(dataset, tmp_path) for e in scan(f)]
+    source = SampleSource(entries, 96, {"train_a": 3.0})
+    assert np.allclose(source.p[:4], 3 / 16) and np.allclose(source.p[4:], 1 / 16)
+    rng = np.random.default_rng(0)
+    share_a = np.mean([source._pick(rng, main_object=False) < 4 for _ in range(2000)])
+    assert 0.7 < share_a < 0.8, share_a
+    only_b = SampleSource(entries, 96, {"train_a": 0.0})
+    picks = {only_b._pick(rng, main_object) for main_object in (False, True) for _ in range(200)}
+    assert picks <= set(range(4, 8)) and len(picks) > 1
+    # a zero-click sample is an image's only object: images 4 and 6 of train_b
+    assert {only_b._pick(rng, main_object=True) for _ in range(100)} == {4, 6}
+    assert SampleSource(entries, 96).p is None  # no weights: the uniform draw of earlier runs
+
+
+def test_bad_source_weights_are_refused_with_the_reason(dataset, tmp_path):
+    from cdnet.train.cli import parse_source_weights
+
+    entries = [e for f in _two_folders(dataset, tmp_path) for e in scan(f)]
+    with pytest.raises(ValueError, match=r"unknown training folder.*train_c"):
+        SampleSource(entries, 96, {"train_c": 2.0})
+    with pytest.raises(ValueError, match="no image to sample"):
+        SampleSource(entries, 96, {"train_a": 0.0, "train_b": 0.0})
+    assert parse_source_weights(["train_a=0.5", "x/train_b=2"]) == {"train_a": 0.5,
+                                                                   "train_b": 2.0}
+    for bad in ("train_a", "train_a=", "train_a=-1", "train_a=inf", "train_a=nan", "=1"):
+        with pytest.raises(ValueError, match="FOLDER=W"):
+            parse_source_weights([bad])
+
+
+def test_clicksmith_train_names_an_unknown_weighted_folder_and_exits_2(dataset, tmp_path,
+                                                                      capsys):
+    from review.cli import main as clicksmith
+
+    rc = clicksmith(["train", "--run-dir", str(tmp_path / "run"), "--datasets", str(dataset),
+                     "--source-weight", "train_nope=2", "--iterations", "1"])
+    assert rc == 2
+    assert "train_nope" in capsys.readouterr().out

@@ -53,6 +53,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def parse_source_weights(items: list[str]) -> dict[str, float]:
     """`["train_x=0.5", ...]` -> `{"train_x": 0.5}`; ValueError naming the bad item."""
+    from cdnet.train.data import valid_weight
+
     out: dict[str, float] = {}
     for item in items:
         name, sep, value = item.partition("=")
@@ -60,7 +62,7 @@ def parse_source_weights(items: list[str]) -> dict[str, float]:
             w = float(value)
         except ValueError:
             w = float("nan")
-        if not sep or not name or not (w >= 0 and w != float("inf")):
+        if not sep or not name or not valid_weight(w):
             raise ValueError(f"--source-weight {item!r}: expected FOLDER=W with W >= 0")
         out[Path(name).name] = w
     return out

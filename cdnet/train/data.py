@@ -83,6 +83,11 @@ def source_name(entry: Entry) -> str:
     return entry.image.parent.parent.name
 
 
+def valid_weight(w: float) -> bool:
+    """A usable sampling weight: finite and not negative (0 leaves a folder out)."""
+    return bool(np.isfinite(w) and w >= 0)
+
+
 def image_probabilities(entries: list[Entry], weights: dict[str, float]) -> np.ndarray:
     """Per-image sampling probabilities: every image of folder F weighs `weights[F]` (1 for
     folders not named), so a folder's share can be raised or lowered without copying data.
@@ -95,7 +100,7 @@ def image_probabilities(entries: list[Entry], weights: dict[str, float]) -> np.n
     if unknown:
         raise ValueError(f"source weight for unknown training folder(s) {unknown}; "
                          f"folders: {sorted(names)}")
-    bad = {k: v for k, v in weights.items() if not (v >= 0 and np.isfinite(v))}
+    bad = {k: v for k, v in weights.items() if not valid_weight(v)}
     if bad:
         raise ValueError(f"source weights must be finite and >= 0, got {bad}")
     w = np.array([weights.get(source_name(e), 1.0) for e in entries], dtype=np.float64)
@@ -119,14 +124,17 @@ class SampleSource:
         # target of a zero-click prediction (pre-labelling a task nobody has touched)
         self.single = [i for i, e in enumerate(entries) if len(e.masks) == 1
                        and (self.p is None or self.p[i] > 0)]
+        # the zero-click draw's probabilities, normalised once rather than on every sample
+        self._single_p = None
+        if self.p is not None and self.single:
+            self._single_p = self.p[self.single] / self.p[self.single].sum()
         self._cache: dict[int, tuple[np.ndarray, list[np.ndarray]]] = {}
 
     def _pick(self, rng: np.random.Generator, main_object: bool) -> int:
         if main_object and self.single:
-            if self.p is None:
+            if self._single_p is None:
                 return self.single[int(rng.integers(len(self.single)))]
-            p = self.p[self.single]
-            return self.single[int(rng.choice(len(self.single), p=p / p.sum()))]
+            return self.single[int(rng.choice(len(self.single), p=self._single_p))]
         if self.p is None:
             return int(rng.integers(len(self.entries)))
         return int(rng.choice(len(self.entries), p=self.p))

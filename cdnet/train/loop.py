@@ -225,7 +225,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     run = Path(cfg.run_dir)
     run.mkdir(parents=True, exist_ok=True)
     train_entries, val_entries = split_folders(cfg.datasets, cfg.val_fraction)
-    source = SampleSource(train_entries, cfg.crop, cfg.source_weights or None)
+    source = SampleSource(train_entries, cfg.crop, cfg.source_weights)
     val = validation_samples(val_entries, cfg.val_objects)
 
     if cfg.init_weights:

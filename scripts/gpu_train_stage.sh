@@ -4,7 +4,8 @@
 # shipped weights, keeps a snapshot about every minute (--keep-snapshots) so the last ones can
 # be averaged and chosen on held-out objects here (benchmarks/heldout.py), and writes the last
 # KEEP snapshots, the final weights and the logs to $OUT.
-#   OUT=<dir> MINUTES=7.5 bash scripts/gpu_train_stage.sh
+# EXTRA holds further `clicksmith train` flags (e.g. --source-weight train_camvid=1.5).
+#   OUT=<dir> MINUTES=7.5 [EXTRA='...'] bash scripts/gpu_train_stage.sh
 set -uo pipefail
 OUT=${OUT:?set OUT to the folder for snapshots and logs}
 PACK=${PACK:-.gpu_data} MINUTES=${MINUTES:-7} RUN=${RUN:-$(mktemp -d /tmp/gpu_run.XXXXXX)} KEEP=${KEEP:-5}
@@ -22,7 +23,7 @@ fi
 PYTHONUNBUFFERED=1 python3 -m cdnet.train --run-dir "$RUN" --datasets "$PACK"/train_* \
   --device "$DEVICE" --workers "$WORKERS" --batch-size "$BATCH" --lr "$LR" --crop 256 \
   --iterations 1000000 --minutes "$MINUTES" --val-every 100000000 --val-fraction 0 \
-  --checkpoint-minutes 1 --keep-snapshots --threads 2 --init-weights "${INIT:-cdnet/weights/cdnet_mnv2.pt}" 2>&1 \
+  --checkpoint-minutes 1 --keep-snapshots --threads 2 --init-weights "${INIT:-cdnet/weights/cdnet_mnv2.pt}" ${EXTRA:-} 2>&1 \
   | tr '\r' '\n' >"$OUT/train.log"
 rc=$?
 grep -v '^\s*$' "$OUT/train.log" | awk 'NR % 200 == 1' | cut -c1-160

@@ -155,6 +155,9 @@ def _batches(model, source, cfg: TrainConfig, rng, start: int):
     # forkserver: worker processes start clean, never forked from a process holding CUDA (and
     # its threads: forking those can deadlock)
     ctx = multiprocessing.get_context("forkserver")
+    # the server imports these once and every worker forks with them loaded, instead of
+    # each of up to 22 processes importing torch on its own at start-up
+    ctx.set_forkserver_preload(["torch", "cv2", "cdnet.train.data", "cdnet.train.simulation"])
     loader = torch.utils.data.DataLoader(
         FirstInteractions(source, cfg, start), batch_size=cfg.batch_size,
         num_workers=cfg.workers, collate_fn=list, persistent_workers=True, prefetch_factor=4,

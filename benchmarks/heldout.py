@@ -12,7 +12,9 @@ their first object plus up to `--extra` further objects each, NoC protocol, prog
 GrabCut and Berkeley are never used for a choice: they are the published test sets.
 Prints one row per weights file and one column per view size (pooled NoC@90, lower is better,
 and the mean of the training folders' NoC@90, which weighs every source alike), and writes the
-JSON of every run, with each folder's NoC@90, to --out.
+JSON of every run, with each folder's NoC@90 and each object's, to --out. Each later weights
+file is then set against the first in the same column: the mean of the per-object NoC@90
+differences and its standard error, since a gap inside about two of those is noise.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from cdnet.eval.cli import SWITCH_RUNS  # noqa: E402
-from cdnet.eval.metrics import summarize  # noqa: E402
+from cdnet.eval.metrics import noc, paired_difference, summarize  # noqa: E402
 from cdnet.eval.noc import evaluate  # noqa: E402
 from cdnet.fileio import atomic_write_bytes  # noqa: E402
 from cdnet.inference.predictor import load_predictor  # noqa: E402
@@ -81,6 +83,26 @@ def per_source(result: dict, sources: list[str]) -> dict:
             "noc90_source_mean": sum(r["noc90"] for r in rows.values()) / len(rows)}
 
 
+def differences(runs: list[dict]) -> list[str]:
+    """Each later weights file against the first, column by column: NoC@90 change ± its
+    paired standard error over the same objects (negative: fewer clicks than the first)."""
+    first = runs[0]["weights"]
+    column = ("base_size", "zoom_size", "flip", "progressive_join")
+    reference = {tuple(r[k] for k in column): r for r in runs if r["weights"] == first}
+    lines = []
+    for r in runs:
+        ref = reference.get(tuple(r[k] for k in column))
+        if r["weights"] == first or ref is None:
+            continue
+        mean, se = paired_difference(ref["noc90_per_object"], r["noc90_per_object"])
+        r["noc90_vs_first"] = {"weights": first, "mean": mean, "standard_error": se}
+        flip = " flip" if r["flip"] else ""
+        lines.append(f"{r['weights']} vs {first} ({r['base_size']}/{r['zoom_size']}{flip}): "
+                     f"NoC@90 {mean:+.2f} +- {se:.2f} (paired standard error, "
+                     f"{len(r['noc90_per_object'])} objects)")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("weights", nargs="+", help="weights files (.pt) to compare")
@@ -124,11 +146,14 @@ def main(argv: list[str] | None = None) -> int:
                 (" flip" if flip else "")
             r = evaluate(p, samples, args.mode, label=f"{w}@{name}", progressive=progressive)
             r.update(per_source(r, sources))
-            r.pop("per_object")
+            r["noc90_per_object"] = [noc(o["ious"], 0.90, r["max_clicks"])
+                                     for o in r.pop("per_object")]
             runs.append({"weights": w, "base_size": b, "zoom_size": z, "flip": flip,
                          "progressive_join": join if progressive else None, **r})
             row.append(f"{name} {r['noc90']:.2f} (source mean {r['noc90_source_mean']:.2f})")
         print("  ".join(row))
+    for line in differences(runs):
+        print(line)
     atomic_write_bytes(Path(args.out), json.dumps(runs, indent=1).encode())
     return 0
 

@@ -85,3 +85,19 @@ def summarize(
             if k <= max_clicks:
                 out[f"gain@{k}"] = float((curves[:, k - 1] - p).mean())
     return out
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
+    """Mean of `b - a` over the same objects and its standard error (0 for a single object).
+
+    Why: two checkpoints are compared on the same held-out objects, so their per-object
+    differences, not their two separate spreads, say whether a gap is more than noise; a
+    difference within about two standard errors of zero is not evidence of a better model.
+    """
+    if len(a) != len(b):
+        raise ValueError(f"{len(a)} and {len(b)} objects: a paired difference needs the same ones")
+    if not a:
+        raise ValueError("no objects to compare")
+    d = np.asarray(b, dtype=float) - np.asarray(a, dtype=float)
+    se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
+    return float(d.mean()), se

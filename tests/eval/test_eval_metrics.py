@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from cdnet.eval.metrics import iou, noc, pad_curve, summarize
+from cdnet.eval.metrics import iou, noc, pad_curve, paired_difference, summarize
 
 
 def test_noc_is_the_first_click_reaching_the_threshold():
@@ -68,3 +68,16 @@ def test_iou_excludes_ignored_pixels():
     assert iou(np.zeros((3, 3)), np.zeros((3, 3))) == 1.0
     with pytest.raises(ValueError, match="shape"):
         iou(pred, gt[:3])
+
+
+def test_paired_difference_mean_and_standard_error():
+    # differences 1, 3, -1, 1: mean 1, sample sd sqrt(8/3), se sqrt(8/3) / 2
+    mean, se = paired_difference([2, 5, 4, 1], [3, 8, 3, 2])
+    assert mean == pytest.approx(1.0)
+    assert se == pytest.approx(np.sqrt(8 / 3) / 2)
+    assert paired_difference([4, 7], [4, 7]) == (0.0, 0.0)
+    assert paired_difference([3], [5]) == (2.0, 0.0)  # one object: no spread to estimate
+    with pytest.raises(ValueError, match="same ones"):
+        paired_difference([1, 2], [1])
+    with pytest.raises(ValueError):
+        paired_difference([], [])

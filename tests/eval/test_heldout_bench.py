@@ -85,3 +85,32 @@ def test_heldout_objects_are_trainings_split_folder_by_folder():
     folder_of = {e.image.stem: e.image.parent.parent.name for e in val}
     pairs = zip(samples, sources, strict=True)
     assert all(folder_of[s.name.split("#")[0]] == src for s, src in pairs)
+
+
+def test_later_weights_are_set_against_the_first_per_column(tmp_path, capsys):
+    need_dataset("train_weizmann_horse")
+    twin = tmp_path / "twin.pt"
+    twin.write_bytes(BUNDLED_WEIGHTS.read_bytes())
+    out = tmp_path / "heldout.json"
+    assert heldout.main([str(BUNDLED_WEIGHTS), str(twin), "--max-objects", "2", "--threads",
+                         "1", "--shared", str(SHARED), "--out", str(out)]) == 0
+    first, second = json.loads(out.read_text())
+    assert len(first["noc90_per_object"]) == 2
+    assert sum(first["noc90_per_object"]) / 2 == pytest.approx(first["noc90"])
+    assert "noc90_vs_first" not in first
+    assert second["noc90_vs_first"] == {"weights": str(BUNDLED_WEIGHTS), "mean": 0.0,
+                                        "standard_error": 0.0}  # the same weights: no gap
+    assert f"{twin} vs {BUNDLED_WEIGHTS} (320/320): NoC@90 +0.00 +- 0.00" in capsys.readouterr().out
+
+
+def test_differences_pair_runs_of_the_same_column_only():
+    def run(weights, flip, per_object):
+        return {"weights": weights, "base_size": 320, "zoom_size": 320, "flip": flip,
+                "progressive_join": None, "noc90_per_object": per_object}
+
+    runs = [run("a", False, [2, 4, 20]), run("a", True, [2, 3, 20]),
+            run("b", False, [1, 4, 18]), run("b", True, [3, 3, 20])]
+    lines = heldout.differences(runs)
+    assert runs[2]["noc90_vs_first"]["mean"] == pytest.approx(-1.0)  # (-1 + 0 - 2) / 3
+    assert runs[3]["noc90_vs_first"]["mean"] == pytest.approx(1 / 3)  # against a's flip run
+    assert len(lines) == 2 and "flip" not in lines[0] and "320/320 flip" in lines[1]

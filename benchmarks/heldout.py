@@ -83,23 +83,28 @@ def per_source(result: dict, sources: list[str]) -> dict:
             "noc90_source_mean": sum(r["noc90"] for r in rows.values()) / len(rows)}
 
 
+def column_name(run: dict) -> str:
+    """The label of a run's column (view sizes, progressive join, flip): `320/320 join 8 flip`."""
+    join = run["progressive_join"]
+    return (f"{run['base_size']}/{run['zoom_size']}" + ("" if join is None else f" join {join:g}")
+            + (" flip" if run["flip"] else ""))
+
+
 def differences(runs: list[dict]) -> list[str]:
     """Each later weights file against the first, column by column: NoC@90 change ± its
-    paired standard error over the same objects (negative: fewer clicks than the first)."""
+    paired standard error over the same objects (negative: fewer clicks than the first).
+    Returns the printed lines and records each comparison in its run as `noc90_vs_first`."""
     first = runs[0]["weights"]
-    column = ("base_size", "zoom_size", "flip", "progressive_join")
-    reference = {tuple(r[k] for k in column): r for r in runs if r["weights"] == first}
+    reference = {column_name(r): r for r in runs if r["weights"] == first}
     lines = []
     for r in runs:
-        ref = reference.get(tuple(r[k] for k in column))
+        ref = reference.get(column_name(r))
         if r["weights"] == first or ref is None:
             continue
         mean, se = paired_difference(ref["noc90_per_object"], r["noc90_per_object"])
         r["noc90_vs_first"] = {"weights": first, "mean": mean, "standard_error": se}
-        flip = " flip" if r["flip"] else ""
-        lines.append(f"{r['weights']} vs {first} ({r['base_size']}/{r['zoom_size']}{flip}): "
-                     f"NoC@90 {mean:+.2f} +- {se:.2f} (paired standard error, "
-                     f"{len(r['noc90_per_object'])} objects)")
+        lines.append(f"{r['weights']} vs {first} ({column_name(r)}): NoC@90 {mean:+.2f} +- "
+                     f"{se:.2f} (paired standard error, {len(r['noc90_per_object'])} objects)")
     return lines
 
 
@@ -142,14 +147,14 @@ def main(argv: list[str] | None = None) -> int:
             runner = FlipAveraged(base.runner) if flip else base.runner
             p = dataclasses.replace(base, runner=runner, base_size=b, zoom_size=z,
                                     progressive_join=join)
-            name = f"{b}/{z}" + (f" join {join:g}" if progressive else "") + \
-                (" flip" if flip else "")
+            run = {"weights": w, "base_size": b, "zoom_size": z, "flip": flip,
+                   "progressive_join": join if progressive else None}
+            name = column_name(run)
             r = evaluate(p, samples, args.mode, label=f"{w}@{name}", progressive=progressive)
             r.update(per_source(r, sources))
             r["noc90_per_object"] = [noc(o["ious"], 0.90, r["max_clicks"])
                                      for o in r.pop("per_object")]
-            runs.append({"weights": w, "base_size": b, "zoom_size": z, "flip": flip,
-                         "progressive_join": join if progressive else None, **r})
+            runs.append({**run, **r})
             row.append(f"{name} {r['noc90']:.2f} (source mean {r['noc90_source_mean']:.2f})")
         print("  ".join(row))
     for line in differences(runs):

@@ -114,3 +114,9 @@ def test_differences_pair_runs_of_the_same_column_only():
     assert runs[2]["noc90_vs_first"]["mean"] == pytest.approx(-1.0)  # (-1 + 0 - 2) / 3
     assert runs[3]["noc90_vs_first"]["mean"] == pytest.approx(1 / 3)  # against a's flip run
     assert len(lines) == 2 and "flip" not in lines[0] and "320/320 flip" in lines[1]
+
+
+def test_column_name_tells_joins_apart():
+    run = {"base_size": 320, "zoom_size": 384, "flip": True, "progressive_join": 8.0}
+    assert heldout.column_name(run) == "320/384 join 8 flip"
+    assert heldout.column_name({**run, "progressive_join": None, "flip": False}) == "320/384"

@@ -13,6 +13,19 @@ DEFAULT_DATASETS = ["train_coco_mval", "train_coco128seg", "train_ccp_clothing",
                     "train_ade20k_sample"]
 
 
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite number >= 0 (the rule sampling weights follow too)."""
+    from cdnet.train.data import valid_weight
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not valid_weight(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-dir", default="runs/mnv2")
     parser.add_argument("--datasets", nargs="+", default=DEFAULT_DATASETS,
@@ -43,6 +56,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fine-head", action="store_true",
                         help="add the stride-2 refinement head (to --init-weights without one)")
     parser.add_argument("--teacher", help="a larger checkpoint to distil from")
+    parser.add_argument("--boundary-weight", type=non_negative_float,
+                        help="weight of the BCE over the object's 3 px boundary band against "
+                             "the main loss's 1 (default: cdnet.train.losses.BOUNDARY_WEIGHT)")
     parser.add_argument("--source-weight", action="append", default=[], metavar="FOLDER=W",
                         help="sampling weight of each image of a training folder (default 1; "
                              "repeatable), e.g. train_coco_mval=0.5")
@@ -92,7 +108,9 @@ def run(args: argparse.Namespace) -> int:
                       workers=args.workers, minutes=args.minutes,
                       checkpoint_minutes=args.checkpoint_minutes,
                       val_fraction=args.val_fraction, keep_snapshots=args.keep_snapshots,
-                      fine_head=args.fine_head, source_weights=source_weights)
+                      fine_head=args.fine_head, source_weights=source_weights,
+                      **({} if args.boundary_weight is None else
+                         {"boundary_weight": args.boundary_weight}))
     try:
         best = train(cfg, resume=args.resume)
     except (FileNotFoundError, ValueError) as exc:

@@ -25,7 +25,7 @@ from cdnet.model.cdnet import CDNet
 from cdnet.model.encoding import click_maps
 from cdnet.model.io import build_model, load_model, save_model, with_fine_head
 from cdnet.train.data import SampleSource, split_folders
-from cdnet.train.losses import cdnet_loss
+from cdnet.train.losses import BOUNDARY_WEIGHT, cdnet_loss
 from cdnet.train.simulation import error_click, random_first_clicks, random_prior
 
 
@@ -55,6 +55,7 @@ class TrainConfig:
     minutes: float | None = None  # stop after this long; the LR schedule then follows the clock
     keep_snapshots: bool = False  # also keep every checkpoint's weights: for averaging the last
     fine_head: bool = False  # add the stride-2 refinement head (to --init-weights without one)
+    boundary_weight: float = BOUNDARY_WEIGHT  # weight of the boundary-band BCE in the loss
     # per-image sampling weight of each training folder (by folder name; 1 when not named)
     source_weights: dict[str, float] = field(default_factory=dict)
 
@@ -279,7 +280,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
         if teacher is not None:
             with torch.no_grad():
                 teacher_probs = torch.sigmoid(teacher(img, clk, pri).logits)
-        loss, parts = cdnet_loss(model(img, clk, pri), gt, clk, pri, teacher_probs)
+        loss, parts = cdnet_loss(model(img, clk, pri), gt, clk, pri, teacher_probs,
+                                 cfg.boundary_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)

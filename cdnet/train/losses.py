@@ -44,9 +44,14 @@ def hard_iou(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
 
 
+BOUNDARY_WEIGHT = 0.5
+
+
 def cdnet_loss(out: CDNetOutput, gt: torch.Tensor, clicks: torch.Tensor, prior: torch.Tensor,
-               teacher_probs: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
-    """gt, prior (B,1,H,W) in {0,1}; clicks (B,2,H,W)."""
+               teacher_probs: torch.Tensor | None = None,
+               boundary_weight: float = BOUNDARY_WEIGHT) -> tuple[torch.Tensor, dict]:
+    """gt, prior (B,1,H,W) in {0,1}; clicks (B,2,H,W). `boundary_weight`: the boundary
+    band's share of the total against the main loss's 1."""
     main = bce_soft_iou(out.logits, gt).mean()
     boundary = boundary_bce(out.logits, gt)
     gt16 = F.adaptive_avg_pool2d(gt, out.coarse_logits.shape[-2:])
@@ -70,7 +75,7 @@ def cdnet_loss(out: CDNetOutput, gt: torch.Tensor, clicks: torch.Tensor, prior: 
                                 torch.zeros_like(iou_prior))
     quality = F.mse_loss(out.quality, torch.stack([iou_out, iou_prior], 1))
 
-    total = main + 0.5 * boundary + 0.4 * coarse + 0.4 * heads + 0.5 * quality
+    total = main + boundary_weight * boundary + 0.4 * coarse + 0.4 * heads + 0.5 * quality
     parts = {"main": main.item(), "boundary": boundary.item(), "heads": heads.item(),
              "quality": quality.item(),
              "iou": iou_out.mean().item()}

@@ -256,3 +256,31 @@ def test_clicksmith_train_names_an_unknown_weighted_folder_and_exits_2(dataset, 
                      "--source-weight", "train_nope=2", "--iterations", "1"])
     assert rc == 2
     assert "train_nope" in capsys.readouterr().out
+
+
+def test_boundary_weight_sets_the_boundary_terms_share_of_the_loss():
+    torch.manual_seed(0)
+    model = build_model(pretrained=False).eval()
+    gt = torch.zeros(2, 1, 64, 64)
+    gt[..., 16:48, 20:44] = 1
+    clicks = torch.zeros(2, 2, 64, 64)
+    clicks[:, 0, 30:34, 30:34] = 1
+    prior = torch.zeros(2, 1, 64, 64)
+    with torch.no_grad():
+        out = model(torch.rand(2, 3, 64, 64) * 255, clicks, prior)
+    default, parts = cdnet_loss(out, gt, clicks, prior)
+    heavier, _ = cdnet_loss(out, gt, clicks, prior, boundary_weight=2.0)
+    none, _ = cdnet_loss(out, gt, clicks, prior, boundary_weight=0.0)
+    assert parts["boundary"] > 0.1
+    assert heavier - default == pytest.approx(1.5 * parts["boundary"], rel=1e-4)
+    assert default - none == pytest.approx(0.5 * parts["boundary"], rel=1e-4)
+
+
+def test_clicksmith_train_refuses_a_bad_boundary_weight(capsys):
+    from review.cli import main as clicksmith
+
+    for bad in ("-1", "inf", "nan", "x"):
+        with pytest.raises(SystemExit) as exc:
+            clicksmith(["train", "--boundary-weight", bad, "--iterations", "1"])
+        assert exc.value.code == 2
+        assert "--boundary-weight: expected a finite number >= 0" in capsys.readouterr().err

@@ -284,3 +284,33 @@ def test_clicksmith_train_refuses_a_bad_boundary_weight(capsys):
             clicksmith(["train", "--boundary-weight", bad, "--iterations", "1"])
         assert exc.value.code == 2
         assert "--boundary-weight: expected a finite number >= 0" in capsys.readouterr().err
+
+
+def test_masks_are_resized_where_the_image_puts_the_boundary():
+    from cdnet.train.data import resize_mask_values
+
+    def disk(size, radius):
+        yy, xx = np.mgrid[:size, :size]
+        c = (size - 1) / 2
+        return (yy - c) ** 2 + (xx - c) ** 2 <= radius**2
+
+    # a mask cached at a third of its size, then grown 3x for a crop (as SampleSource does)
+    source = disk(120, 36.0).astype(np.uint8) * 255
+    cached = resize_mask_values(source, (40, 40))  # coverage, not yet thresholded
+    assert 0 < np.count_nonzero((cached > 0) & (cached < 255)) < 200
+    grown = resize_mask_values(cached, (120, 120)) > 127
+    near = cv2.resize(cv2.resize(source, (40, 40), interpolation=cv2.INTER_NEAREST), (120, 120),
+                      interpolation=cv2.INTER_NEAREST) > 127
+    ideal = source > 127
+    wrong, wrong_near = np.count_nonzero(grown != ideal), np.count_nonzero(near != ideal)
+    assert wrong < wrong_near / 3, (wrong, wrong_near)
+    assert resize_mask_values(source, (40, 60)).shape == (40, 60)
+
+
+def test_sampled_crops_are_bool_masks_of_the_crop_size(dataset):
+    source = SampleSource(scan(dataset), 96)
+    rng = np.random.default_rng(1)
+    for _ in range(10):
+        img, mask = source.sample(rng)
+        assert mask.dtype == bool and mask.shape == img.shape[:2] == (96, 96)
+        assert mask.any()

@@ -58,7 +58,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher", help="a larger checkpoint to distil from")
     parser.add_argument("--boundary-weight", type=non_negative_float,
                         help="weight of the BCE over the object's 3 px boundary band against "
-                             "the main loss's 1 (default: cdnet.train.losses.BOUNDARY_WEIGHT)")
+                             "the main loss's 1 (default: the loss's own, BOUNDARY_WEIGHT in "
+                             "cdnet/train/losses.py)")
     parser.add_argument("--source-weight", action="append", default=[], metavar="FOLDER=W",
                         help="sampling weight of each image of a training folder (default 1; "
                              "repeatable), e.g. train_coco_mval=0.5")
@@ -109,8 +110,8 @@ def run(args: argparse.Namespace) -> int:
                       checkpoint_minutes=args.checkpoint_minutes,
                       val_fraction=args.val_fraction, keep_snapshots=args.keep_snapshots,
                       fine_head=args.fine_head, source_weights=source_weights,
-                      **({} if args.boundary_weight is None else
-                         {"boundary_weight": args.boundary_weight}))
+                      boundary_weight=TrainConfig.boundary_weight if args.boundary_weight is None
+                      else args.boundary_weight)
     try:
         best = train(cfg, resume=args.resume)
     except (FileNotFoundError, ValueError) as exc:

@@ -314,3 +314,16 @@ def test_sampled_crops_are_bool_masks_of_the_crop_size(dataset):
         img, mask = source.sample(rng)
         assert mask.dtype == bool and mask.shape == img.shape[:2] == (96, 96)
         assert mask.any()
+
+
+def test_clicksmith_train_passes_the_boundary_weight_to_the_run(dataset, tmp_path):
+    from review.cli import main as clicksmith
+
+    for flag, expected in ((["--boundary-weight", "1.5"], 1.5), ([], TrainConfig.boundary_weight)):
+        run = tmp_path / f"run{len(flag)}"
+        rc = clicksmith(["train", "--run-dir", str(run), "--datasets", str(dataset),
+                         "--iterations", "1", "--batch-size", "2", "--crop", "96",
+                         "--val-fraction", "0", "--max-error-clicks", "0", *flag])
+        assert rc == 0
+        saved = torch.load(run / "last.pt", weights_only=False)["config"]
+        assert saved["boundary_weight"] == expected

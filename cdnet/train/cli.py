@@ -13,15 +13,21 @@ DEFAULT_DATASETS = ["train_coco_mval", "train_coco128seg", "train_ccp_clothing",
                     "train_ade20k_sample"]
 
 
-def non_negative_float(text: str) -> float:
-    """argparse type: a finite number >= 0 (the rule sampling weights follow too)."""
+def parse_weight(text: str) -> float | None:
+    """`text` as a weight (finite, >= 0: `valid_weight`), or None when it is not one."""
     from cdnet.train.data import valid_weight
 
     try:
         value = float(text)
     except ValueError:
-        value = float("nan")
-    if not valid_weight(value):
+        return None
+    return value if valid_weight(value) else None
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite number >= 0 (the rule sampling weights follow too)."""
+    value = parse_weight(text)
+    if value is None:
         raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
     return value
 
@@ -70,16 +76,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def parse_source_weights(items: list[str]) -> dict[str, float]:
     """`["train_x=0.5", ...]` -> `{"train_x": 0.5}`; ValueError naming the bad item."""
-    from cdnet.train.data import valid_weight
-
     out: dict[str, float] = {}
     for item in items:
         name, sep, value = item.partition("=")
-        try:
-            w = float(value)
-        except ValueError:
-            w = float("nan")
-        if not sep or not name or not valid_weight(w):
+        w = parse_weight(value)
+        if not sep or not name or w is None:
             raise ValueError(f"--source-weight {item!r}: expected FOLDER=W with W >= 0")
         out[Path(name).name] = w
     return out

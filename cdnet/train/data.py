@@ -70,7 +70,7 @@ def _load(path: Path, gray: bool, size: tuple[int, int] | None = None) -> np.nda
         a = cv2.cvtColor(a, cv2.COLOR_BGR2RGB)
     if size is not None:
         if a.shape[:2] != size:
-            a = resize_mask_values(a, (size[0], size[1]))
+            a = resize_mask_values(a, size)
     else:
         s = MAX_SIDE / max(a.shape[:2])
         if s < 1:

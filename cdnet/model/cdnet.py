@@ -130,26 +130,34 @@ class PixelDiffusion(nn.Module):
 class FineHead(nn.Module):
     """A stride-2 correction to add to the stride-4 logits, from the decoder's features, the stem's
     stride-2 features (image, clicks and prior already mixed in) and the image itself. Its last
-    layer starts at zero, so adding it to trained weights changes nothing until it is trained."""
+    layer starts at zero, so adding it to trained weights changes nothing until it is trained.
 
-    def __init__(self, decoder_channels: int = 48, stem_channels: int = 32):
+    `trunk_channels` (16, or 0 for none): also the trunk's first block's stride-2 features,
+    which the stride-4 path computes anyway: one 3x3 conv of the image (the stem) says little
+    about where an edge lies, the pretrained block after it more."""
+
+    def __init__(self, decoder_channels: int = 48, stem_channels: int = 32,
+                 trunk_channels: int = 0):
         super().__init__()
+        self.trunk_channels = trunk_channels
         self.reduce = conv_bn_relu(decoder_channels, 16, kernel=1)
-        self.body = nn.Sequential(separable(16 + stem_channels + 3 + 1, 24), separable(24, 16))
+        self.body = nn.Sequential(separable(16 + stem_channels + 3 + 1 + trunk_channels, 24),
+                                  separable(24, 16))
         self.out = nn.Conv2d(16, 1, 1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
-    def forward(self, logits4, decoder4, stem2, image2):
+    def forward(self, logits4, decoder4, stem2, image2, trunk2=None):
         size = stem2.shape[-2:]
         up = F.interpolate(logits4, size=size, mode="bilinear", align_corners=False)
         d = F.interpolate(self.reduce(decoder4), size=size, mode="bilinear", align_corners=False)
-        return self.out(self.body(torch.cat([d, stem2, image2, up], 1)))
+        parts = [d, stem2, image2, up] + ([trunk2] if self.trunk_channels else [])
+        return self.out(self.body(torch.cat(parts, 1)))
 
 
 class CDNet(nn.Module):
     def __init__(self, num_heads: int = 4, pdm_iterations: int = 10, pretrained: bool = True,
-                 fine_head: bool = False):
+                 fine_head: bool = False, fine_trunk: bool = False):
         super().__init__()
         trunk = load_imagenet_mobilenet_v2() if pretrained else MobileNetV2()
         feats = trunk.features
@@ -168,7 +176,9 @@ class CDNet(nn.Module):
         self.pdm = PixelDiffusion(pdm_iterations)
         self.quality_head = nn.Sequential(nn.Linear(2 * 48 + 5, 32), nn.ReLU(inplace=True),
                                           nn.Linear(32, 2))
-        self.fine = FineHead() if fine_head else None
+        if fine_trunk and not fine_head:
+            raise ValueError("fine_trunk feeds the fine head: it needs fine_head=True")
+        self.fine = FineHead(trunk_channels=16 if fine_trunk else 0) if fine_head else None
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255)
 
@@ -181,7 +191,8 @@ class CDNet(nn.Module):
         x = (image - self.mean) / self.std
         aux = torch.cat([clicks, prior], dim=1)
         x2 = self.stem[2](self.stem[1](self.stem[0](x) + self.stem_aux(aux)))
-        f4 = self.stage4(x2)
+        f2 = self.stage4[0](x2)  # the trunk's first block: stride 2, 16 ch
+        f4 = self.stage4[1:](f2)
         f8 = self.stage8(f4)
         f16 = self.stage16(f8)
         sources = F.max_pool2d(clicks, 16)  # inputs are multiples of 16: one cell per f16 pixel
@@ -201,7 +212,7 @@ class CDNet(nn.Module):
         logits = F.interpolate(refined, size=image.shape[-2:], mode="bilinear",
                                align_corners=False)
         if self.fine is not None:  # added at full size: zero-initialised, it changes nothing
-            correction = self.fine(refined, d, x2, F.avg_pool2d(x, 2))
+            correction = self.fine(refined, d, x2, F.avg_pool2d(x, 2), f2)
             logits = logits + F.interpolate(correction, size=image.shape[-2:], mode="bilinear",
                                             align_corners=False)
         return CDNetOutput(logits, heads, coarse, quality)

@@ -27,27 +27,50 @@ def file_digest(path: Path) -> str:
 def model_config(model: CDNet) -> dict:
     """The architecture settings `build_model` rebuilds `model` from (saved with its weights)."""
     return {"num_heads": model.heads.out_channels, "pdm_iterations": model.pdm.iterations,
-            "fine_head": model.fine is not None}
+            "fine_head": model.fine is not None,
+            "fine_trunk": model.fine is not None and model.fine.trunk_channels > 0}
 
 
 def build_model(config: dict | None = None, pretrained: bool = False) -> CDNet:
     config = config or {}
     return CDNet(num_heads=config.get("num_heads", 4),
                  pdm_iterations=config.get("pdm_iterations", 10), pretrained=pretrained,
-                 fine_head=config.get("fine_head", False))
+                 fine_head=config.get("fine_head", False),
+                 fine_trunk=config.get("fine_trunk", False))
 
 
-def with_fine_head(model: CDNet) -> CDNet:
-    """`model` with a stride-2 refinement head added (zero-initialised: the same outputs until
-    trained); a model that has one is returned as is."""
-    if model.fine is not None:
+def with_fine_head(model: CDNet, trunk: bool = False) -> CDNet:
+    """`model` with a stride-2 refinement head added, or (`trunk`) its head also fed the trunk's
+    stride-2 features: what is new starts at zero, so the outputs stay the same until trained.
+    A model that already has what is asked for is returned as is."""
+    config = model_config(model)
+    if config["fine_head"] and (config["fine_trunk"] or not trunk):
         return model
-    grown = build_model({**model_config(model), "fine_head": True})
-    missing, unexpected = grown.load_state_dict(model.state_dict(), strict=False)
+    grown = build_model({**config, "fine_head": True, "fine_trunk": trunk})
+    target = grown.state_dict()
+    state = {}
+    for key, value in model.state_dict().items():
+        if key in target and target[key].shape != value.shape:  # the head's wider first layer
+            value = _widened(value, target[key])
+        state[key] = value
+    missing, unexpected = grown.load_state_dict(state, strict=False)
     stray = [k for k in missing if not k.startswith("fine.")] + list(unexpected)
     if stray:
         raise ValueError(f"weights do not fit the model with a fine head: {stray[:5]}")
     return grown.train(model.training)
+
+
+def _widened(old: torch.Tensor, fresh: torch.Tensor) -> torch.Tensor:
+    """`old` (input channels 0..n) in a layer grown to more inputs: new depthwise filters and
+    batch-norm entries keep their fresh init, the pointwise weights that read them start at 0,
+    so the new inputs add nothing until trained."""
+    if fresh.dim() == 4 and fresh.shape[0] == old.shape[0]:  # pointwise (cout, cin, 1, 1)
+        out = torch.zeros_like(fresh)
+        out[:, : old.shape[1]] = old
+    else:  # depthwise filters / batch-norm vectors: one per input channel
+        out = fresh.clone()
+        out[: old.shape[0]] = old
+    return out
 
 
 def save_model(model: CDNet, path: Path, meta: dict | None = None, extra: dict | None = None):

@@ -61,6 +61,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init-weights", help="start from these weights instead of ImageNet")
     parser.add_argument("--fine-head", action="store_true",
                         help="add the stride-2 refinement head (to --init-weights without one)")
+    parser.add_argument("--fine-trunk", action="store_true",
+                        help="also feed that head the trunk's stride-2 features (adds the head "
+                             "where --init-weights has none)")
     parser.add_argument("--teacher", help="a larger checkpoint to distil from")
     parser.add_argument("--boundary-weight", type=non_negative_float,
                         help="weight of the BCE over the object's 3 px boundary band against "
@@ -110,7 +113,8 @@ def run(args: argparse.Namespace) -> int:
                       workers=args.workers, minutes=args.minutes,
                       checkpoint_minutes=args.checkpoint_minutes,
                       val_fraction=args.val_fraction, keep_snapshots=args.keep_snapshots,
-                      fine_head=args.fine_head, source_weights=source_weights,
+                      fine_head=args.fine_head, fine_trunk=args.fine_trunk,
+                      source_weights=source_weights,
                       boundary_weight=TrainConfig.boundary_weight if args.boundary_weight is None
                       else args.boundary_weight)
     try:

@@ -55,6 +55,7 @@ class TrainConfig:
     minutes: float | None = None  # stop after this long; the LR schedule then follows the clock
     keep_snapshots: bool = False  # also keep every checkpoint's weights: for averaging the last
     fine_head: bool = False  # add the stride-2 refinement head (to --init-weights without one)
+    fine_trunk: bool = False  # also feed that head the trunk's stride-2 features (implies it)
     boundary_weight: float = BOUNDARY_WEIGHT  # weight of the boundary-band BCE in the loss
     # per-image sampling weight of each training folder (by folder name; 1 when not named)
     source_weights: dict[str, float] = field(default_factory=dict)
@@ -234,10 +235,11 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
 
     if cfg.init_weights:
         model, _ = load_model(Path(cfg.init_weights))
-        if cfg.fine_head:
-            model = with_fine_head(model)
+        if cfg.fine_head or cfg.fine_trunk:
+            model = with_fine_head(model, trunk=cfg.fine_trunk)
     else:
-        model = build_model({"fine_head": cfg.fine_head}, pretrained=True)
+        model = build_model({"fine_head": cfg.fine_head or cfg.fine_trunk,
+                             "fine_trunk": cfg.fine_trunk}, pretrained=True)
     model = model.train().to(cfg.device, memory_format=torch.channels_last)
     if cfg.device.startswith("cuda"):
         torch.backends.cudnn.benchmark = True

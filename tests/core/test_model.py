@@ -102,3 +102,31 @@ def test_a_fine_head_added_to_trained_weights_changes_nothing_until_trained(tmp_
     assert loaded.fine is not None
     with torch.no_grad():
         assert torch.equal(loaded(*_inputs()).logits, changed)
+
+
+def test_trunk_features_fed_to_a_trained_fine_head_change_nothing_until_trained(tmp_path):
+    from cdnet.model.io import load_model, model_config, save_model, with_fine_head
+
+    torch.manual_seed(2)
+    base = with_fine_head(CDNet(pretrained=False)).eval()
+    with torch.no_grad():  # a trained head, its last layer no longer zero
+        for p in base.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    grown = with_fine_head(base, trunk=True).eval()
+    assert model_config(grown)["fine_trunk"] and with_fine_head(grown, trunk=True) is grown
+    assert with_fine_head(grown) is grown  # asking for less keeps what it has
+    assert grown.fine.body[0][0].weight.shape[0] == base.fine.body[0][0].weight.shape[0] + 16
+    with torch.no_grad():
+        before, after = base(*_inputs()).logits, grown(*_inputs()).logits
+    assert torch.equal(before, after)
+    with torch.no_grad():  # once the new inputs are read, the answer depends on them
+        grown.fine.body[0][3].weight[:, -16:].fill_(0.05)
+        changed = grown(*_inputs()).logits
+    assert (changed - before).abs().max() > 1e-3
+    save_model(grown, tmp_path / "trunk.pt")
+    loaded, _ = load_model(tmp_path / "trunk.pt")
+    assert loaded.fine.trunk_channels == 16
+    with torch.no_grad():
+        assert torch.equal(loaded(*_inputs()).logits, changed)
+    with pytest.raises(ValueError, match="needs fine_head"):
+        CDNet(pretrained=False, fine_trunk=True)

@@ -45,6 +45,20 @@ def test_progressive_off_records_no_join_and_flip_both_runs_each(tmp_path, capsy
     assert "320/320 flip" in capsys.readouterr().out
 
 
+def test_the_backend_is_chosen_and_recorded(tmp_path):
+    """auto takes the ONNX file exported from the bundled weights; torch is asked for by name."""
+    need_dataset("train_weizmann_horse")
+    runners = []
+    for backend in ("auto", "torch"):
+        out = tmp_path / f"{backend}.json"
+        assert heldout.main([str(BUNDLED_WEIGHTS), "--max-objects", "1", "--threads", "1",
+                             "--backend", backend, "--shared", str(SHARED),
+                             "--out", str(out)]) == 0
+        (run,) = json.loads(out.read_text())
+        runners.append(run["runner"])
+    assert runners == ["OnnxRunner", "TorchRunner"]
+
+
 def test_missing_weights_and_bad_sizes_are_refused(tmp_path, capsys):
     assert heldout.main([str(tmp_path / "nope.pt"), "--out", str(tmp_path / "o.json")]) == 2
     assert "no weights file" in capsys.readouterr().err

@@ -191,19 +191,26 @@ def test_boundary_loss_counts_only_errors_near_the_boundary():
     assert boundary_bce(near_wrong, gt) > 0.5  # 40 of ~480 band pixels at BCE 10
 
 
-def test_a_fine_head_is_added_to_init_weights_and_trained(dataset, tmp_path):
-    from cdnet.model.io import save_model
+@pytest.mark.parametrize("trunk", [False, True])
+def test_a_fine_head_is_added_to_init_weights_and_trained(dataset, tmp_path, trunk):
+    """Without `trunk`: a head grown onto weights without one. With it: the trunk's features
+    fed to the head of weights that have one (its zero-started inputs must be trained)."""
+    from cdnet.model.io import save_model, with_fine_head
 
     init = tmp_path / "init.pt"
-    save_model(build_model(pretrained=False), init)
+    base = build_model(pretrained=False)
+    save_model(with_fine_head(base) if trunk else base, init)
     run = tmp_path / "run"
     cfg = TrainConfig(run_dir=str(run), datasets=[str(dataset)], iterations=2, batch_size=2,
                       crop=96, val_fraction=0.0, val_every=2, max_error_clicks=1,
-                      init_weights=str(init), fine_head=True)
+                      init_weights=str(init), fine_head=not trunk, fine_trunk=trunk)
     best = train(cfg, progress=False)
     model, _ = load_model(best)
     assert model.fine is not None
+    assert model.fine.trunk_channels == (16 if trunk else 0)
     assert torch.count_nonzero(model.fine.out.weight) > 0  # its zero start was trained
+    if trunk:  # the pointwise weights reading the trunk's features left their zero start
+        assert torch.count_nonzero(model.fine.body[0][3].weight[:, -16:]) > 0
 
 
 def _two_folders(dataset, tmp_path):

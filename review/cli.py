@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("cdnet.train.cli", "train (or resume training) the CDNet model"),
     "eval": ("cdnet.eval.cli", "NoC evaluation on GrabCut / Berkeley / a dataset folder"),
     "export-onnx": ("cdnet.onnx_export", "export weights to ONNX and check them against torch"),
+    "average-weights": ("cdnet.model.average", "average checkpoints of one run into one model"),
     "worker": ("review.worker", "run an RQ worker for pre-label / review / retrain jobs"),
     "prelabel": ("review.prelabel_cli", "pre-label a Label Studio project"),
     "review": ("review.review_cli", "rank a project's masks by predicted quality"),
@@ -29,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     top = argparse.ArgumentParser(
         prog="clicksmith",
         description="Interactive segmentation for Label Studio.",
-        epilog="commands:\n" + "\n".join(f"  {n:<12} {h}" for n, (_, h) in COMMANDS.items()),
+        epilog="commands:\n" + "\n".join(f"  {n:<16} {h}" for n, (_, h) in COMMANDS.items()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     top.add_argument("command", choices=sorted(COMMANDS), metavar="command")

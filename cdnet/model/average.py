@@ -1,0 +1,68 @@
+"""`clicksmith average-weights OUT IN...`: one model from several checkpoints of one run.
+
+Why: the last few snapshots of a cosine schedule differ by noise; their uniform average (a
+"model soup") is often as good as the best of them without picking the luckiest one, and two
+earlier releases shipped that way (cdnet/weights/README.md). Every floating-point tensor is
+averaged, BatchNorm statistics included; integer counters are taken from the last file.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from cdnet.model.cdnet import CDNet
+from cdnet.model.io import build_model, file_digest, save_model
+
+
+def average_models(paths: Sequence[str | Path]) -> CDNet:
+    """The uniform average of the weights in `paths` (all of one architecture), in eval mode.
+
+    ValueError when fewer than two files are given or their architectures differ."""
+    if len(paths) < 2:
+        raise ValueError("averaging needs at least two weights files")
+    payloads = []
+    for p in paths:
+        payload = torch.load(Path(p), map_location="cpu", weights_only=False)
+        if not isinstance(payload, dict) or "state_dict" not in payload:
+            raise ValueError(f"{p} is not a clicksmith model file")
+        payloads.append(payload)
+    config = payloads[0].get("config") or {}
+    for p, payload in zip(paths, payloads, strict=True):
+        if (payload.get("config") or {}) != config:
+            raise ValueError(f"{p} has another architecture ({payload.get('config')}) than "
+                             f"{paths[0]} ({config})")
+    states = [payload["state_dict"] for payload in payloads]
+    averaged = {}
+    for key, last in states[-1].items():
+        if last.is_floating_point():
+            averaged[key] = torch.stack([s[key].float() for s in states]).mean(0).to(last.dtype)
+        else:
+            averaged[key] = last.clone()
+    model = build_model(config)
+    model.load_state_dict(averaged, strict=True)
+    return model.eval()
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("out", help="the averaged weights file to write")
+    parser.add_argument("weights", nargs="+", help="two or more weights files of one architecture")
+
+
+def run(args: argparse.Namespace) -> int:
+    missing = [w for w in args.weights if not Path(w).is_file()]
+    if missing:
+        print(f"clicksmith average-weights: no weights file {', '.join(missing)}")
+        return 2
+    try:
+        model = average_models(args.weights)
+    except ValueError as exc:
+        print(f"clicksmith average-weights: {exc}")
+        return 2
+    sources = [{"file": str(w), "digest": file_digest(Path(w))} for w in args.weights]
+    save_model(model, Path(args.out), meta={"averaged": sources})
+    print(f"wrote {args.out}: the uniform average of {len(sources)} weights files")
+    return 0

@@ -1,0 +1,54 @@
+"""`clicksmith average-weights`: checkpoints' uniform average; mixed architectures refused."""
+
+from __future__ import annotations
+
+import torch
+
+from cdnet.model.cdnet import CDNet
+from cdnet.model.io import load_model, save_model, with_fine_head
+from review.cli import main
+
+
+def _saved(path, seed: int, fine: bool = False):
+    torch.manual_seed(seed)
+    model = CDNet(pretrained=False)
+    model = with_fine_head(model) if fine else model
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p))
+        for name, b in model.named_buffers():
+            if name.endswith("running_var"):
+                b.uniform_(0.5, 2.0)
+    save_model(model, path)
+    return model.state_dict()
+
+
+def test_the_average_of_two_checkpoints_is_their_mean_weights_and_stats(tmp_path, capsys):
+    a, b = _saved(tmp_path / "a.pt", 1), _saved(tmp_path / "b.pt", 2)
+    out = tmp_path / "soup.pt"
+    assert main(["average-weights", str(out), str(tmp_path / "a.pt"), str(tmp_path / "b.pt")]) == 0
+    assert "average of 2" in capsys.readouterr().out
+    soup, _ = load_model(out)
+    state = soup.state_dict()
+    assert torch.allclose(state["fuse8.0.weight"],
+                          (a["fuse8.0.weight"] + b["fuse8.0.weight"]) / 2)
+    assert torch.allclose(state["fuse8.1.running_var"],
+                          (a["fuse8.1.running_var"] + b["fuse8.1.running_var"]) / 2)
+    assert not torch.allclose(state["fuse8.0.weight"], a["fuse8.0.weight"])
+    meta = torch.load(out, weights_only=False)["meta"]
+    assert [s["file"] for s in meta["averaged"]] == [str(tmp_path / "a.pt"), str(tmp_path / "b.pt")]
+
+
+def test_mixed_architectures_missing_files_and_a_single_file_are_refused(tmp_path, capsys):
+    _saved(tmp_path / "plain.pt", 1)
+    _saved(tmp_path / "fine.pt", 2, fine=True)
+    out = tmp_path / "soup.pt"
+    assert main(["average-weights", str(out), str(tmp_path / "plain.pt"),
+                 str(tmp_path / "fine.pt")]) == 2
+    assert "another architecture" in capsys.readouterr().out
+    assert main(["average-weights", str(out), str(tmp_path / "plain.pt"),
+                 str(tmp_path / "nope.pt")]) == 2
+    assert "no weights file" in capsys.readouterr().out
+    assert main(["average-weights", str(out), str(tmp_path / "plain.pt")]) == 2
+    assert "at least two" in capsys.readouterr().out
+    assert not out.exists()

@@ -334,3 +334,15 @@ def test_clicksmith_train_passes_the_boundary_weight_to_the_run(dataset, tmp_pat
         assert rc == 0
         saved = torch.load(run / "last.pt", weights_only=False)["config"]
         assert saved["boundary_weight"] == expected
+
+
+def test_clicksmith_train_fine_trunk_builds_the_head_that_reads_the_trunk(dataset, tmp_path):
+    from review.cli import main as clicksmith
+
+    run = tmp_path / "run"
+    rc = clicksmith(["train", "--run-dir", str(run), "--datasets", str(dataset), "--iterations",
+                     "1", "--batch-size", "2", "--crop", "96", "--val-fraction", "0",
+                     "--max-error-clicks", "0", "--fine-trunk"])
+    assert rc == 0
+    model, _ = load_model(run / "latest_model.pt")
+    assert model.fine is not None and model.fine.trunk_channels == 16

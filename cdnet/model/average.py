@@ -15,21 +15,17 @@ from pathlib import Path
 import torch
 
 from cdnet.model.cdnet import CDNet
-from cdnet.model.io import build_model, file_digest, save_model
+from cdnet.model.io import build_model, file_digest, read_model_file, save_model
 
 
 def average_models(paths: Sequence[str | Path]) -> CDNet:
     """The uniform average of the weights in `paths` (all of one architecture), in eval mode.
 
-    ValueError when fewer than two files are given or their architectures differ."""
+    ValueError when fewer than two files are given, one is not a model file or their
+    architectures differ; FileNotFoundError for a missing file."""
     if len(paths) < 2:
         raise ValueError("averaging needs at least two weights files")
-    payloads = []
-    for p in paths:
-        payload = torch.load(Path(p), map_location="cpu", weights_only=False)
-        if not isinstance(payload, dict) or "state_dict" not in payload:
-            raise ValueError(f"{p} is not a clicksmith model file")
-        payloads.append(payload)
+    payloads = [read_model_file(Path(p)) for p in paths]
     config = payloads[0].get("config") or {}
     for p, payload in zip(paths, payloads, strict=True):
         if (payload.get("config") or {}) != config:

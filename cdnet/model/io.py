@@ -93,16 +93,22 @@ def save_model(model: CDNet, path: Path, meta: dict | None = None, extra: dict |
             os.unlink(tmp)
 
 
-def load_model(path: Path | None = None) -> tuple[CDNet, str]:
-    """(model in eval mode, model_version); no path and no bundled file: untrained head."""
-    if path is None and not BUNDLED_WEIGHTS.is_file():
-        return build_model(pretrained=True).eval(), "cdnet-mnv2-untrained"
-    path = Path(path or BUNDLED_WEIGHTS)
+def read_model_file(path: Path) -> dict:
+    """The saved dict of a model file; FileNotFoundError / ValueError naming the file."""
     if not path.is_file():
         raise FileNotFoundError(f"model weights not found: {path}")
     payload = torch.load(path, map_location="cpu", weights_only=False)
     if not isinstance(payload, dict) or "state_dict" not in payload:
         raise ValueError(f"{path} is not a clicksmith model file")
+    return payload
+
+
+def load_model(path: Path | None = None) -> tuple[CDNet, str]:
+    """(model in eval mode, model_version); no path and no bundled file: untrained head."""
+    if path is None and not BUNDLED_WEIGHTS.is_file():
+        return build_model(pretrained=True).eval(), "cdnet-mnv2-untrained"
+    path = Path(path or BUNDLED_WEIGHTS)
+    payload = read_model_file(path)
     model = build_model(payload.get("config"))
     model.load_state_dict(payload["state_dict"], strict=True)
     return model.eval(), f"cdnet-mnv2-{file_digest(path)}"

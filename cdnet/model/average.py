@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from cdnet.model.cdnet import CDNet
-from cdnet.model.io import build_model, file_digest, read_model_file, save_model
+from cdnet.model.io import build_model, file_digest, full_config, read_model_file, save_model
 
 
 def average_models(paths: Sequence[str | Path]) -> CDNet:
@@ -26,11 +26,11 @@ def average_models(paths: Sequence[str | Path]) -> CDNet:
     if len(paths) < 2:
         raise ValueError("averaging needs at least two weights files")
     payloads = [read_model_file(Path(p)) for p in paths]
-    config = payloads[0].get("config") or {}
+    config = full_config(payloads[0].get("config"))
     for p, payload in zip(paths, payloads, strict=True):
-        if (payload.get("config") or {}) != config:
-            raise ValueError(f"{p} has another architecture ({payload.get('config')}) than "
-                             f"{paths[0]} ({config})")
+        if full_config(payload.get("config")) != config:
+            raise ValueError(f"{p} has another architecture "
+                             f"({full_config(payload.get('config'))}) than {paths[0]} ({config})")
     states = [payload["state_dict"] for payload in payloads]
     averaged = {}
     for key, last in states[-1].items():

@@ -31,12 +31,18 @@ def model_config(model: CDNet) -> dict:
             "fine_trunk": model.fine is not None and model.fine.trunk_channels > 0}
 
 
+ARCHITECTURE_DEFAULTS = {"num_heads": 4, "pdm_iterations": 10, "fine_head": False,
+                         "fine_trunk": False}
+
+
+def full_config(config: dict | None) -> dict:
+    """A saved config with every architecture setting filled in: files written before a setting
+    existed leave it out, and mean its default."""
+    return {**ARCHITECTURE_DEFAULTS, **(config or {})}
+
+
 def build_model(config: dict | None = None, pretrained: bool = False) -> CDNet:
-    config = config or {}
-    return CDNet(num_heads=config.get("num_heads", 4),
-                 pdm_iterations=config.get("pdm_iterations", 10), pretrained=pretrained,
-                 fine_head=config.get("fine_head", False),
-                 fine_trunk=config.get("fine_trunk", False))
+    return CDNet(**full_config(config), pretrained=pretrained)
 
 
 def with_fine_head(model: CDNet, trunk: bool = False) -> CDNet:

@@ -52,3 +52,19 @@ def test_mixed_architectures_missing_files_and_a_single_file_are_refused(tmp_pat
     assert main(["average-weights", str(out), str(tmp_path / "plain.pt")]) == 2
     assert "at least two" in capsys.readouterr().out
     assert not out.exists()
+
+
+def test_a_file_saved_before_a_setting_existed_averages_with_one_that_records_it(tmp_path):
+    """The shipped weights' config has no `fine_trunk` key; a new run's snapshots say False."""
+    _saved(tmp_path / "new.pt", 1, fine=True)
+    old = torch.load(tmp_path / "new.pt", weights_only=False)
+    _saved(tmp_path / "old.pt", 2, fine=True)
+    payload = torch.load(tmp_path / "old.pt", weights_only=False)
+    del payload["config"]["fine_trunk"]
+    torch.save(payload, tmp_path / "old.pt")
+    assert "fine_trunk" in old["config"]
+    out = tmp_path / "soup.pt"
+    assert main(["average-weights", str(out), str(tmp_path / "old.pt"),
+                 str(tmp_path / "new.pt")]) == 0
+    soup, _ = load_model(out)
+    assert soup.fine is not None and soup.fine.trunk_channels == 0

@@ -17,8 +17,8 @@ from backend.errors import register_error_handlers
 from backend.model import ModelHolder
 from backend.routes import hooks, ml, status
 from backend.service import Backend
-from cdnet.registry import serving_key
-from cdnet.settings import Settings, load_settings
+from clicksmith.registry import serving_key
+from clicksmith.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ PredictorLoader = Callable[[Settings], Any]
 
 def default_loader(settings: Settings) -> Any:
     """MODEL_PATH, else the registry's promoted version, else the bundled weights."""
-    from cdnet.registry import load_serving_predictor
+    from clicksmith.registry import load_serving_predictor
 
     return load_serving_predictor(settings)
 

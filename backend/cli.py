@@ -11,7 +11,7 @@ import argparse
 import logging
 import sys
 
-from cdnet.settings import load_settings
+from clicksmith.settings import load_settings
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

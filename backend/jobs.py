@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from backend.errors import ApiError
-from cdnet.settings import Settings
+from clicksmith.settings import Settings
 
 CORRECTIONS_JOB = "review.corrections.handle_event"
 RETRAIN_JOB = "review.retrain.retrain_job"

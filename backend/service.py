@@ -24,7 +24,7 @@ from backend.model import ModelHolder
 from backend.prompts import Prompt, parse_context
 from backend.sessions import MemorySessionStore, RedisSessionStore, session_key
 from backend.tools import precompute_superpixels
-from cdnet.settings import Settings
+from clicksmith.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -94,7 +94,7 @@ def start_server(port: int, log: Path, threads: int, redis_url: str,
     env = dict(os.environ, TORCH_THREADS=str(threads), REDIS_URL=redis_url,
                FLIP_AVERAGE=str(flip).lower())
     proc = subprocess.Popen(
-        [sys.executable, "-m", "review.cli", "serve", "--port", str(port), "--workers", "1",
+        [sys.executable, "-m", "clicksmith.cli", "serve", "--port", str(port), "--workers", "1",
          "--log-level", "warning"],
         cwd=REPO, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
         start_new_session=True,

@@ -30,7 +30,7 @@ def measure(n_workers: int, n_tasks: int, batch: int, size: int, threads: int, f
     from redis import Redis
     from rq import Queue, Worker
 
-    from cdnet.settings import load_settings
+    from clicksmith.settings import load_settings
     from review import jobs
     from review.prelabel import plan
 
@@ -40,7 +40,7 @@ def measure(n_workers: int, n_tasks: int, batch: int, size: int, threads: int, f
            "TORCH_THREADS": str(threads), "PYTHONPATH": str(REPO)}
     fake.add_project(project, n_tasks, size=size, first_task=project * 10000)
     conn = Redis.from_url(redis_url)
-    procs = [subprocess.Popen([sys.executable, "-m", "review.cli", "worker", "--preload"],
+    procs = [subprocess.Popen([sys.executable, "-m", "clicksmith.cli", "worker", "--preload"],
                               cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True)
              for _ in range(n_workers)]

@@ -139,7 +139,7 @@ def through_predict(stem: str) -> dict:
     """Superpixel fills and lasso points at 1024x1024 through the app's /predict (in-process)."""
     from backend.app import create_app
     from cdnet import load_predictor
-    from cdnet.settings import load_settings
+    from clicksmith.settings import load_settings
     from tests.backend.ls import keypoint, predict_body
 
     rgb, gt = load(stem)

@@ -12,11 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from cdnet.inference.runner import VERSION_KEY
-from cdnet.model.io import BUNDLED_ONNX, BUNDLED_WEIGHTS
-
-
-def onnx_path_for(weights: str | Path | None) -> Path:
-    return BUNDLED_ONNX if weights is None else Path(weights).with_suffix(".onnx")
+from cdnet.model.io import BUNDLED_WEIGHTS, onnx_path_for
 
 
 def export_onnx(weights: str | Path | None = None, out: str | Path | None = None) -> Path:

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from cdnet.fileio import atomic_write_bytes
-from cdnet.settings import REPO_ROOT, Settings, load_settings
+from clicksmith.settings import REPO_ROOT, Settings, load_settings
 from review.ls import (
     ProjectConfig,
     as_dict,

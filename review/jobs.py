@@ -12,7 +12,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from cdnet.settings import Settings
+from clicksmith.settings import Settings
 
 PREFIX = "clicksmith"
 

@@ -15,7 +15,7 @@ from urllib.parse import urljoin, urlparse
 
 import numpy as np
 
-from cdnet.settings import Settings
+from clicksmith.settings import Settings
 
 
 def client_for(settings: Settings):

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import threading
 
-from cdnet import registry
-from cdnet.settings import Settings
+from clicksmith import registry
+from clicksmith.settings import Settings
 
 _lock = threading.Lock()
 _cached: tuple[tuple, object] | None = None

@@ -17,7 +17,7 @@ import time
 import numpy as np
 from label_studio_sdk.core.api_error import ApiError
 
-from cdnet.settings import Settings, load_settings
+from clicksmith.settings import Settings, load_settings
 from review import jobs
 from review.ls import (
     ProjectConfig,

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from cdnet.fileio import atomic_write_bytes
-from cdnet.settings import Settings
+from clicksmith.settings import Settings
 from review.ls import client_for, fetch_image, list_tasks, project_config, task_image_url
 from review.masks import newest_mask
 from review.model import get_predictor

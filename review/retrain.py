@@ -26,8 +26,8 @@ import zlib
 from collections.abc import Callable
 from pathlib import Path
 
-from cdnet import registry
-from cdnet.settings import Settings, load_settings
+from clicksmith import registry
+from clicksmith.settings import Settings, load_settings
 from review.corrections import corrections_root, project_dir, read_manifest
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ def _evaluate(weights: Path | None, dataset: Path) -> dict:
     """NoC summary of the model in `weights` (None: bundled) on a dataset folder."""
     try:
         from cdnet.eval.noc import evaluate
-        from cdnet.registry import load_configured_predictor
+        from clicksmith.registry import load_configured_predictor
     except ImportError as exc:
         raise RetrainError(f"the evaluation code is not available: {exc}") from None
     predictor = load_configured_predictor(weights, load_settings(), backend="torch")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cdnet.settings import load_settings
+from clicksmith.settings import load_settings
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

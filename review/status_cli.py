@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from cdnet.settings import load_settings
+from clicksmith.settings import load_settings
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

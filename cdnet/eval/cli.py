@@ -9,6 +9,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from cdnet.eval.datasets import REPO_ROOT, resolve
 from cdnet.eval.metrics import MAX_CLICKS
 from cdnet.eval.noc import evaluate
 from cdnet.eval.report import write_report
+from cdnet.inference import defaults
 
 DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results"
 
@@ -25,12 +27,14 @@ SWITCH_RUNS = {"on": [True], "off": [False], "both": [False, True]}
 
 
 def flip_choice(choice: str | None) -> bool:
-    """`--flip on|off`; not given: FLIP_AVERAGE (environment, else config/defaults.toml), so a
-    measurement runs the configuration that serves unless told otherwise."""
+    """`--flip on|off`; not given: FLIP_AVERAGE from the environment, else the model's default
+    (cdnet.inference.defaults, which the served configuration repeats), so a measurement runs
+    the configuration that serves unless told otherwise."""
     if choice is None:
-        from cdnet.settings import load_settings
-
-        return load_settings().flip_average
+        raw = os.environ.get("FLIP_AVERAGE")
+        if raw is None:
+            return defaults.FLIP_AVERAGE
+        return raw.strip().lower() in {"1", "true", "yes", "on"}
     return choice == "on"
 
 

@@ -20,16 +20,12 @@ import cv2
 import numpy as np
 
 from cdnet.clicks import Click
+from cdnet.inference import defaults
 from cdnet.inference.image import PreparedImage, as_mask
 from cdnet.inference.progressive import regions_of_change
 from cdnet.inference.runner import FlipAveraged, NetOutput, OnnxRunner, Runner, TorchRunner
 from cdnet.inference.views import View, box_mask, box_view, whole_view, zoom_view
 from cdnet.model.encoding import CLICK_RADIUS, click_maps
-from cdnet.settings import load_settings
-
-# the view geometry and merge defaults come from config/defaults.toml (environment ignored
-# here: a Predictor built in code should not change with the shell it runs in)
-_DEFAULTS = load_settings(env={})
 
 Box = tuple[float, float, float, float]  # y0, x0, y1, x1 in pixels
 
@@ -96,10 +92,10 @@ class SessionState:
 class Predictor:
     runner: Runner
     model_version: str
-    base_size: int = _DEFAULTS.base_size
-    zoom_size: int = _DEFAULTS.zoom_size
+    base_size: int = defaults.BASE_SIZE
+    zoom_size: int = defaults.ZOOM_SIZE
     progressive: bool = True
-    progressive_join: float = _DEFAULTS.progressive_join  # network px: nearer changes join
+    progressive_join: float = defaults.PROGRESSIVE_JOIN  # network px: nearer changes join
 
     @property
     def label(self) -> str:
@@ -291,10 +287,10 @@ class Session:
 
 
 def load_predictor(path: str | Path | None = None, *, progressive: bool = True,
-                   backend: str = "auto", base_size: int = _DEFAULTS.base_size,
-                   zoom_size: int = _DEFAULTS.zoom_size, threads: int = 2,
-                   progressive_join: float = _DEFAULTS.progressive_join,
-                   flip: bool = _DEFAULTS.flip_average) -> Predictor:
+                   backend: str = "auto", base_size: int = defaults.BASE_SIZE,
+                   zoom_size: int = defaults.ZOOM_SIZE, threads: int = 2,
+                   progressive_join: float = defaults.PROGRESSIVE_JOIN,
+                   flip: bool = defaults.FLIP_AVERAGE) -> Predictor:
     """The predictor for bundled weights (or `path`), on ONNX Runtime when it is available.
 
     `backend`: "auto" uses the ONNX file beside the weights when it exists and was exported
@@ -303,8 +299,7 @@ def load_predictor(path: str | Path | None = None, *, progressive: bool = True,
     """
     import torch
 
-    from cdnet.model.io import load_model
-    from cdnet.onnx_export import onnx_path_for
+    from cdnet.model.io import load_model, onnx_path_for
 
     if backend not in {"auto", "onnx", "torch"}:
         raise ValueError(f"backend must be auto, onnx or torch, got {backend!r}")

@@ -20,6 +20,11 @@ BUNDLED_WEIGHTS = WEIGHTS_DIR / "cdnet_mnv2.pt"
 BUNDLED_ONNX = WEIGHTS_DIR / "cdnet_mnv2.onnx"
 
 
+def onnx_path_for(weights: str | Path | None) -> Path:
+    """Where the ONNX export of a weights file lives: beside it, or the bundled one."""
+    return BUNDLED_ONNX if weights is None else Path(weights).with_suffix(".onnx")
+
+
 def file_digest(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:8]
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from backend.app import create_app
-from cdnet.settings import load_settings
+from clicksmith.settings import load_settings
 
 REDIS_URL = "redis://127.0.0.1:6379/15"  # a db of its own for backend tests
 

@@ -150,7 +150,7 @@ def test_interactive_request_with_several_tasks(client, disk):
 
 def test_model_that_failed_to_load_answers_503(disk):
     from backend.app import create_app
-    from cdnet.settings import load_settings
+    from clicksmith.settings import load_settings
 
     def broken(settings):
         raise FileNotFoundError("weights.pt is missing")
@@ -167,7 +167,7 @@ def test_model_that_failed_to_load_answers_503(disk):
 
 def test_an_internal_failure_is_a_json_500_without_traceback(disk):
     from backend.app import create_app
-    from cdnet.settings import load_settings
+    from clicksmith.settings import load_settings
 
     class Exploding:
         model_version = "exploding"

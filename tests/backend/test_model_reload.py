@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from backend.model import ModelHolder
-from cdnet import registry
 from cdnet.model.io import build_model, save_model
-from cdnet.settings import load_settings
+from clicksmith import registry
+from clicksmith.settings import load_settings
 
 
 def _wait_for(predicate, holder, seconds=120.0):

@@ -14,7 +14,7 @@ import pytest
 
 from backend.app import create_app
 from backend.masks import rle_to_mask
-from cdnet.settings import load_settings
+from clicksmith.settings import load_settings
 from tests.backend.ls import FIXTURES, LABEL_CONFIG, fixture
 
 needs_fixtures = pytest.mark.skipif(

@@ -46,7 +46,7 @@ def server(redis_db, tmp_path):
     env = dict(os.environ, REDIS_URL=REDIS_URL, TORCH_THREADS="1", SESSION_TTL_SECONDS="120")
     log = open(tmp_path / "server.log", "wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "review.cli", "serve", "--port", str(port), "--workers", "2",
+        [sys.executable, "-m", "clicksmith.cli", "serve", "--port", str(port), "--workers", "2",
          "--log-level", "warning"],
         cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
@@ -115,7 +115,7 @@ def test_gunicorn_serves_concurrent_annotators(server, disk, redis_db):
 
 
 def test_serve_refuses_bad_arguments():
-    from review.cli import main
+    from clicksmith.cli import main
 
     assert main(["serve", "--port", "0"]) == 2
     assert main(["serve", "--workers", "0"]) == 2

@@ -6,7 +6,7 @@ import torch
 
 from cdnet.model.cdnet import CDNet
 from cdnet.model.io import load_model, save_model, with_fine_head
-from review.cli import main
+from clicksmith.cli import main
 
 
 def _saved(path, seed: int, fine: bool = False):

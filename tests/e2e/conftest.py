@@ -129,7 +129,7 @@ def e2e_env(ls_server, redis_url, tmp_path_factory) -> dict[str, str]:
 
 
 def _settings(env: dict[str, str]):
-    from cdnet.settings import load_settings
+    from clicksmith.settings import load_settings
 
     return load_settings(env={k: v for k, v in env.items()})
 
@@ -161,8 +161,8 @@ def backend(e2e_env, tmp_path_factory):
     port = free_port()
     env = {**e2e_env, "HOST": "127.0.0.1", "PORT": str(port)}
     log = tmp_path_factory.mktemp("backend") / "serve.log"
-    proc = Proc([sys.executable, "-m", "review.cli", "serve", "--workers", "1", "--threads", "4",
-                 "--timeout", "300"], _child_env(env), log)
+    proc = Proc([sys.executable, "-m", "clicksmith.cli", "serve", "--workers", "1",
+                 "--threads", "4", "--timeout", "300"], _child_env(env), log)
     url = f"http://127.0.0.1:{port}"
     try:
         def ready():
@@ -196,7 +196,7 @@ class BackendProc:
 @pytest.fixture(scope="session")
 def reference_predictor(e2e_env):
     """The predictor the server loads (same settings), run in this process for comparison."""
-    from cdnet.registry import load_serving_predictor
+    from clicksmith.registry import load_serving_predictor
 
     return load_serving_predictor(_settings(e2e_env))
 
@@ -204,7 +204,7 @@ def reference_predictor(e2e_env):
 @contextlib.contextmanager
 def running_worker(env: dict[str, str], log: Path):
     """A `clicksmith worker` for the duration of a block; killed by process group after."""
-    proc = Proc([sys.executable, "-m", "review.cli", "worker", "--maintenance-interval", "5"],
+    proc = Proc([sys.executable, "-m", "clicksmith.cli", "worker", "--maintenance-interval", "5"],
                 _child_env(env), log)
     try:
         yield proc

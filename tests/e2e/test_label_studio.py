@@ -198,7 +198,7 @@ def test_prelabel_fills_predictions_ordered_by_score(ls, ls_server, project, bac
     env = _child_env(e2e_env)
     with running_worker(e2e_env, tmp_path / "worker.log") as worker:
         t0 = time.monotonic()
-        out = subprocess.run([sys.executable, "-m", "review.cli", "prelabel", "--project",
+        out = subprocess.run([sys.executable, "-m", "clicksmith.cli", "prelabel", "--project",
                               str(project.id), "--wait", "--poll", "1"], cwd=REPO, env=env,
                              capture_output=True, text=True, timeout=600)
         took = time.monotonic() - t0

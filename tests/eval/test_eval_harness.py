@@ -15,7 +15,7 @@ from cdnet.eval.grabcut_baseline import GrabCutPredictor
 from cdnet.eval.metrics import iou
 from cdnet.eval.noc import evaluate
 from cdnet.eval.report import markdown_table, write_report
-from review.cli import main as clicksmith
+from clicksmith.cli import main as clicksmith
 
 from ._paths import need_dataset
 

@@ -78,7 +78,7 @@ def test_the_deployment_is_complete_and_wired(compose):
 
 
 def test_every_env_var_the_services_set_is_a_setting(compose):
-    from cdnet.settings import load_settings
+    from clicksmith.settings import load_settings
 
     known = {k.upper() for k in vars(load_settings(env={}))}
     for name, svc in compose["services"].items():

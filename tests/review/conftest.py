@@ -2,7 +2,7 @@
 
 Redis: these tests use database 14 of the real server at 127.0.0.1:6379 (not used by other
 test modules of this repo) and a fresh queue name per test; the database is flushed after each
-test. RQ workers run as subprocesses (`python -m review.cli worker`), exactly as deployed.
+test. RQ workers run as subprocesses (`python -m clicksmith.cli worker`), exactly as deployed.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ class Workers:
         self.procs: list[subprocess.Popen] = []
 
     def start(self, burst: bool = True) -> subprocess.Popen:
-        cmd = [sys.executable, "-m", "review.cli", "worker", "--maintenance-interval", "5"]
+        cmd = [sys.executable, "-m", "clicksmith.cli", "worker", "--maintenance-interval", "5"]
         if burst:
             cmd.append("--burst")
         # own process group: RQ's scheduler runs in a child process, killed along with it

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from cdnet.settings import load_settings
+from clicksmith.settings import load_settings
 from review.corrections import handle_event, project_dir, read_manifest
 from review.ls import parse_config
 from review.masks import brush_result, iou

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from review.cli import main as cli
+from clicksmith.cli import main as cli
 from review.masks import decode_brush
 from tests.review.conftest import wait_until
 
@@ -127,7 +127,7 @@ def test_prelabel_bad_input_exits_2(env, capsys):
     ("file:///etc/passwd", False),
 ])
 def test_image_host_rule(env, url, ok):
-    from cdnet.settings import load_settings
+    from clicksmith.settings import load_settings
     from review.ls import resolve_image_url
 
     if ok:

@@ -10,7 +10,7 @@ import json
 import cv2
 import numpy as np
 
-from review.cli import main as cli
+from clicksmith.cli import main as cli
 from review.ls import parse_config
 from review.masks import brush_result
 from tests.review.lsfake import LABEL_CONFIG, blob_image
@@ -52,7 +52,7 @@ def test_review_ranks_reports_and_creates_view(fake_ls, env, tmp_path, capsys):
     assert by_task[1]["source"] == "annotation:91"
 
     # the scores are the predictor's own estimate for exactly these masks
-    from cdnet.settings import load_settings
+    from clicksmith.settings import load_settings
     from review.model import get_predictor
 
     p = get_predictor(load_settings())

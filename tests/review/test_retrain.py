@@ -12,8 +12,8 @@ import cv2
 import numpy as np
 import pytest
 
-from cdnet import registry
-from cdnet.settings import load_settings
+from clicksmith import registry
+from clicksmith.settings import load_settings
 from review.model import get_predictor
 from review.retrain import RetrainError, retrain_job
 from tests.review.lsfake import blob_image

@@ -257,7 +257,7 @@ def test_bad_source_weights_are_refused_with_the_reason(dataset, tmp_path):
 
 def test_clicksmith_train_names_an_unknown_weighted_folder_and_exits_2(dataset, tmp_path,
                                                                       capsys):
-    from review.cli import main as clicksmith
+    from clicksmith.cli import main as clicksmith
 
     rc = clicksmith(["train", "--run-dir", str(tmp_path / "run"), "--datasets", str(dataset),
                      "--source-weight", "train_nope=2", "--iterations", "1"])
@@ -284,7 +284,7 @@ def test_boundary_weight_sets_the_boundary_terms_share_of_the_loss():
 
 
 def test_clicksmith_train_refuses_a_bad_boundary_weight(capsys):
-    from review.cli import main as clicksmith
+    from clicksmith.cli import main as clicksmith
 
     for bad in ("-1", "inf", "nan", "x"):
         with pytest.raises(SystemExit) as exc:
@@ -324,7 +324,7 @@ def test_sampled_crops_are_bool_masks_of_the_crop_size(dataset):
 
 
 def test_clicksmith_train_passes_the_boundary_weight_to_the_run(dataset, tmp_path):
-    from review.cli import main as clicksmith
+    from clicksmith.cli import main as clicksmith
 
     for flag, expected in ((["--boundary-weight", "1.5"], 1.5), ([], TrainConfig.boundary_weight)):
         run = tmp_path / f"run{len(flag)}"
@@ -337,7 +337,7 @@ def test_clicksmith_train_passes_the_boundary_weight_to_the_run(dataset, tmp_pat
 
 
 def test_clicksmith_train_fine_trunk_builds_the_head_that_reads_the_trunk(dataset, tmp_path):
-    from review.cli import main as clicksmith
+    from clicksmith.cli import main as clicksmith
 
     run = tmp_path / "run"
     rc = clicksmith(["train", "--run-dir", str(run), "--datasets", str(dataset), "--iterations",

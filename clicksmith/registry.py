@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 from cdnet.fileio import atomic_write_bytes, atomic_write_json
-from cdnet.settings import REPO_ROOT, Settings
+from clicksmith.settings import REPO_ROOT, Settings
 
 WEIGHTS_NAME = "weights.pt"
 _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")

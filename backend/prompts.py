@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from backend.errors import ApiError
-from backend.labeling import Control, ImageTarget, ProjectConfig
-from backend.masks import rle_to_mask
 from cdnet.clicks import Click
+from clicksmith.labelstudio.config import Control, ImageTarget, ProjectConfig
+from clicksmith.labelstudio.results import rle_to_mask
 
 _TYPES = {"keypointlabels", "rectanglelabels", "brushlabels"}
 
@@ -61,6 +61,34 @@ class ToolPoint:
         return _to_pixel(self.y, height), _to_pixel(self.x, width)
 
 
+@dataclass(frozen=True)
+class PixelToolPoint:
+    """A tool control's keypoint in pixels of the image."""
+
+    tool: str
+    control: str
+    y: float
+    x: float
+    positive: bool
+
+
+@dataclass(frozen=True)
+class PixelPrompt:
+    """One (image, label)'s prompt in pixels of the image: what the interaction pipeline reads.
+
+    Built once per request (`Prompt.in_pixels`) when the image's size is known, so no later
+    step converts percentages again. Strokes stay RLE until a step needs their pixels: a context
+    that still holds strokes applied earlier (auto-accept off) costs no decoding.
+    """
+
+    shape: tuple[int, int]
+    clicks: tuple[Click, ...]
+    box: tuple[float, float, float, float] | None  # y0, x0, y1, x1
+    strokes: tuple[Stroke, ...]
+    tool_points: tuple[PixelToolPoint, ...]
+    refines: tuple[Stroke, ...]
+
+
 @dataclass
 class Prompt:
     """Everything the context says about one (image, label): points, boxes, strokes (percent)."""
@@ -77,6 +105,19 @@ class Prompt:
     @property
     def has_points(self) -> bool:
         return bool(self.points)
+
+    def in_pixels(self, height: int, width: int) -> PixelPrompt:
+        """This prompt in pixels of a `height` x `width` image."""
+        return PixelPrompt(
+            shape=(height, width),
+            clicks=tuple(self.clicks(height, width)),
+            box=self.box(height, width),
+            strokes=tuple(self.strokes),
+            tool_points=tuple(
+                PixelToolPoint(tp.tool, tp.control, *tp.pixel(height, width), tp.positive)
+                for tp in self.tool_points),
+            refines=tuple(self.refines),
+        )
 
     def clicks(self, height: int, width: int) -> list[Click]:
         """The points as pixel clicks; percent 100 maps to the last pixel, not past it."""

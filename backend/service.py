@@ -9,21 +9,21 @@ from __future__ import annotations
 import logging
 import tempfile
 import threading
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from backend.engine import Engine, Outcome, find_seed, task_regions
+from backend.engine import find_seed
 from backend.errors import ApiError
 from backend.images import CachedImage, ImageCache, ImageFetcher
 from backend.jobs import JobQueue
-from backend.labeling import ConfigError, ImageTarget, ProjectConfig, parse_config
-from backend.masks import mask_to_polygons, mask_to_rle, path_points
 from backend.metrics import Metrics
-from backend.model import ModelHolder
+from backend.pipeline import Outcome, run_interaction
 from backend.prompts import Prompt, parse_context
 from backend.sessions import MemorySessionStore, RedisSessionStore, session_key
 from backend.tools import precompute_superpixels
+from clicksmith.labelstudio.config import ConfigError, ImageTarget, ProjectConfig, parse_config
+from clicksmith.labelstudio.results import result_items
+from clicksmith.models import ModelService
 from clicksmith.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ PREDICT_MODEL_WAIT_S = 60.0
 class Backend:
     """Everything one app instance needs to answer Label Studio."""
 
-    def __init__(self, settings: Settings, model: ModelHolder) -> None:
+    def __init__(self, settings: Settings, model: ModelService) -> None:
         self.settings = settings
         self.model = model
         self.metrics = Metrics()
@@ -105,7 +105,7 @@ class Backend:
             outcome, image = self._run_prompt(predictor, project, task, prompt)
             qualities.append(outcome.quality)
             items += self._result_items(prompt, outcome, image)
-            self.metrics.inc("interactions", kind=outcome.kind)
+            self.metrics.inc("interactions", kind=outcome.kind.value)
             self.metrics.inc("clicks_run", outcome.clicks_run)
         score = float(min(qualities))
         return {
@@ -132,27 +132,23 @@ class Backend:
     def _run_prompt(
         self, predictor: Any, project: str, task: dict, prompt: Prompt
     ) -> tuple[Outcome, CachedImage]:
+        """One (image, label) of the request: image → prompt in pixels → session → answer."""
         url, image = self._image(predictor, task, prompt.target)
         sizes = prompt.target.superpixel_sizes(self.settings.superpixel_size)
         if sizes:  # start them now, while the annotator is busy with clicks
             precompute_superpixels(image.prepared.rgb, sorted(sizes), image.tools,
                                    self.background)
-        shape = (image.height, image.width)
+        pixels = prompt.in_pixels(image.height, image.width)
+        newest = find_seed(task, prompt, image.height, image.width)
         key = session_key(project, task.get("id"), prompt.target.name, prompt.brush.name,
                           prompt.label)
         with self.sessions.lock(key):
             record = self.sessions.get(key)
-            seed = region = None
-            if record is None or record.image != url:
-                seed = find_seed(task, prompt, image.height, image.width)
-            else:  # the annotator may have edited the answer in Label Studio (eraser, brush)
-                newest = task_regions(task, prompt, image.height, image.width)
-                region = newest[0]["value"]["rle"] if newest else None
             try:
                 with self.predict_lock:
-                    outcome, record = Engine(predictor, self.settings.superpixel_size).run(
-                        image.prepared, url, shape, prompt, record, seed, region, image.tools
-                    )
+                    outcome, record = run_interaction(
+                        predictor, image.prepared, url, pixels, record, newest, image.tools,
+                        self.settings.superpixel_size)
             except ValueError as exc:  # the predictor's own checks (box, click, shapes)
                 raise ApiError(400, str(exc)) from None
             self.sessions.put(key, record)
@@ -160,57 +156,9 @@ class Backend:
 
     @staticmethod
     def _result_items(prompt: Prompt, outcome: Outcome, image: CachedImage) -> list[dict]:
-        common = {
-            "to_name": prompt.target.name,
-            "original_width": image.width,
-            "original_height": image.height,
-            "image_rotation": 0,
-            "score": outcome.quality,
-            "readonly": False,
-        }
-        items = [
-            {
-                "id": uuid.uuid4().hex[:10],
-                "from_name": prompt.brush.name,
-                "type": "brushlabels",
-                "value": {
-                    "format": "rle",
-                    "rle": mask_to_rle(outcome.mask),
-                    "brushlabels": [prompt.label],
-                },
-                **common,
-            }
-        ]
         polygon = prompt.target.polygon_for(prompt.label)
-        if polygon is not None and outcome.path is not None and len(outcome.path) > 1:
-            # an open edge lasso: show its snapped path (the mask itself is unchanged yet)
-            h, w = image.height, image.width
-            items.append({
-                "id": uuid.uuid4().hex[:10],
-                "from_name": polygon.name,
-                "type": "polygonlabels",
-                "value": {
-                    "points": [[float(x) * 100.0 / w, float(y) * 100.0 / h]
-                               for x, y in path_points(outcome.path)],
-                    "closed": False,
-                    "polygonlabels": [prompt.label],
-                },
-                "meta": {"text": ["lasso path"]},
-                **common,
-            })
-        if polygon is not None:
-            for points in mask_to_polygons(outcome.mask):
-                items.append(
-                    {
-                        "id": uuid.uuid4().hex[:10],
-                        "from_name": polygon.name,
-                        "type": "polygonlabels",
-                        "value": {
-                            "points": points,
-                            "closed": True,
-                            "polygonlabels": [prompt.label],
-                        },
-                        **common,
-                    }
-                )
-        return items
+        return result_items(
+            outcome.mask, brush=prompt.brush.name, image=prompt.target.name, label=prompt.label,
+            score=outcome.quality, polygon=None if polygon is None else polygon.name,
+            path=outcome.path,
+        )

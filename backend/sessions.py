@@ -18,37 +18,79 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from backend.errors import ApiError
+from cdnet.clicks import Click
 
 KEY_PREFIX = "clicksmith:session:"
+
+Box = tuple[float, float, float, float]  # y0, x0, y1, x1 in pixels
+
+
+@dataclass
+class LassoState:
+    """An open edge lasso: its points (y, x), the snapped path so far (pixels), its polarity."""
+
+    points: list[list[float]] = field(default_factory=list)
+    path: list[list[int]] = field(default_factory=list)
+    positive: bool = True
+
+    def to_json(self) -> dict:
+        return {"points": self.points, "path": self.path, "positive": self.positive}
+
+    @classmethod
+    def from_json(cls, raw: object) -> LassoState:
+        if not isinstance(raw, dict):
+            return cls()
+        return cls(list(raw.get("points") or []), list(raw.get("path") or []),
+                   bool(raw.get("positive", True)))
 
 
 @dataclass
 class SessionRecord:
-    """What a session remembers between requests.
+    """What a session remembers between requests of one annotator on one (image, label).
 
-    `clicks` are the logical clicks the current mask reflects (dicts with y, x, positive in
-    pixels); `base` is the packed prior the clicks were applied to (seed region plus strokes), so
-    a deleted click can be recomputed from it; `state` is the predictor's SessionState bytes.
+    Why each part exists (Label Studio's auto-accept deletes the smart regions after every
+    answer, so the next request may hold only the newest click):
+    - `clicks`: the logical clicks the current mask reflects, so a request can be told apart
+      as an extension (all of them plus new ones), a deletion (some missing) or a fresh start;
+    - `implicit`: the centre click a bare box implied, replayed when clicks are recomputed;
+    - `box`: the box the session is confined to;
+    - `state`: the predictor's `SessionState` bytes (its clicks, mask and quality);
+    - `base`: the packed prior the clicks refine (the task's region plus strokes and tool
+      edits), so a deleted click is recomputed from it;
+    - `locks`: packed masks of pixels tools and edits fixed on / off (backend.tools.Locks);
+    - `seen`: digests of masks this session answered, so the task's newest region is known to
+      be an edit by the annotator (adopted) or our own answer (ignored);
+    - `applied_strokes`, `points_done`, `refined`, `lasso`: the brush strokes, tool points and
+      refine bands already applied, so a context that still holds them (auto-accept off) does
+      not apply them twice, and the open lasso.
     """
 
     image: str
     shape: tuple[int, int]
-    clicks: list[dict]
-    box: list[float] | None
-    strokes: str
     state: bytes
+    clicks: list[Click] = field(default_factory=list)
+    implicit: list[Click] = field(default_factory=list)
+    box: Box | None = None
     base: bytes = b""
-    extra: dict = field(default_factory=dict)
-    locks: tuple[bytes, bytes] = (b"", b"")  # packed masks tools fixed on / off (backend.tools)
+    locks: tuple[bytes, bytes] = (b"", b"")
+    seen: list[str] = field(default_factory=list)
+    applied_strokes: list[str] = field(default_factory=list)
+    points_done: list[str] = field(default_factory=list)
+    refined: list[str] = field(default_factory=list)
+    lasso: LassoState = field(default_factory=LassoState)
 
     def to_fields(self) -> dict[str, bytes]:
         meta = {
             "image": self.image,
             "shape": list(self.shape),
-            "clicks": self.clicks,
-            "box": self.box,
-            "strokes": self.strokes,
-            "extra": self.extra,
+            "clicks": [c.to_dict() for c in self.clicks],
+            "implicit": [c.to_dict() for c in self.implicit],
+            "box": list(self.box) if self.box is not None else None,
+            "seen": self.seen,
+            "applied_strokes": self.applied_strokes,
+            "points_done": self.points_done,
+            "refined": self.refined,
+            "lasso": self.lasso.to_json(),
         }
         fields = {"meta": json.dumps(meta).encode(), "state": self.state, "base": self.base}
         if any(self.locks):  # only sessions a tool or eraser touched carry locks
@@ -59,16 +101,21 @@ class SessionRecord:
     def from_fields(cls, fields: dict[bytes | str, bytes]) -> SessionRecord:
         get = {k.decode() if isinstance(k, bytes) else k: v for k, v in fields.items()}
         meta = json.loads(get["meta"])
+        box = meta.get("box")
         return cls(
             image=meta["image"],
             shape=(int(meta["shape"][0]), int(meta["shape"][1])),
-            clicks=list(meta["clicks"]),
-            box=meta["box"],
-            strokes=meta["strokes"],
             state=bytes(get.get("state", b"")),
+            clicks=[Click.from_dict(c) for c in meta.get("clicks") or []],
+            implicit=[Click.from_dict(c) for c in meta.get("implicit") or []],
+            box=tuple(float(v) for v in box) if box else None,  # type: ignore[arg-type]
             base=bytes(get.get("base", b"")),
-            extra=dict(meta.get("extra") or {}),
             locks=(bytes(get.get("lock_on", b"")), bytes(get.get("lock_off", b""))),
+            seen=list(meta.get("seen") or []),
+            applied_strokes=list(meta.get("applied_strokes") or []),
+            points_done=list(meta.get("points_done") or []),
+            refined=list(meta.get("refined") or []),
+            lasso=LassoState.from_json(meta.get("lasso")),
         )
 
 

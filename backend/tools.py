@@ -21,36 +21,29 @@ drafts/annotations) are adopted the same way.
 from __future__ import annotations
 
 import hashlib
-import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
-from backend.masks import pack_mask, unpack_mask
+from backend.packing import pack_mask, unpack_mask
+from backend.sessions import LassoState
+from clicksmith.labelstudio.config import (  # noqa: F401 - the naming convention
+    LASSO,
+    REFINE,
+    SUPERPIXEL,
+    superpixel_size,
+    tool_of,
+)
 
-SUPERPIXEL, LASSO, REFINE = "superpixel", "lasso", "refine"
-_KEYPOINT_TOOLS = (SUPERPIXEL, LASSO)
-_SIZE = re.compile(r"^superpixel[_-]?(\d+)$")
+if TYPE_CHECKING:
+    from backend.prompts import PixelToolPoint, Stroke
+    from backend.sessions import SessionRecord
+
 SEEN_LIMIT = 64  # digests of answered masks / consumed points remembered per session
-
-
-def tool_of(name: str, tag: str) -> str | None:
-    """The tool a control stands for by its name, or None for a plain control."""
-    low = name.lower()
-    if tag == "KeyPointLabels":
-        return next((t for t in _KEYPOINT_TOOLS if low.startswith(t)), None)
-    if tag == "BrushLabels" and low.startswith(REFINE):
-        return REFINE
-    return None
-
-
-def superpixel_size(name: str, default: int) -> int:
-    """The granularity of a superpixel control: `superpixel_<N>` → N, else `default`."""
-    match = _SIZE.match(name.lower())
-    return int(match.group(1)) if match else default
 
 
 def mask_digest(mask: np.ndarray) -> str:
@@ -153,13 +146,14 @@ def precompute_superpixels(rgb: np.ndarray, sizes: Iterable[int], cache: dict,
             cache.setdefault(key, executor.submit(superpixels, rgb, size))
 
 
-def run_tools(rgb: np.ndarray, current: np.ndarray, prompt, extra: dict, locks: Locks,
+def run_tools(rgb: np.ndarray, current: np.ndarray, points: Sequence[PixelToolPoint],
+              refines: Sequence[Stroke], memory: SessionRecord, locks: Locks,
               cache: dict | None, default_size: int) -> ToolOutcome:
-    """Apply the prompt's superpixel points, lasso points and refine bands not seen before.
+    """Apply the superpixel points, lasso points and refine bands not seen before.
 
-    `extra` (the session record's JSON part) remembers consumed points and bands, so a context
-    that still holds them (auto-accept off) does not apply them twice, and the open lasso.
-    Every changed region is locked in `locks`.
+    `memory` (the session record) remembers consumed points and bands, so a context that still
+    holds them (auto-accept off) does not apply them twice, and the open lasso; it is updated
+    here. Every changed region is locked in `locks`.
     """
     from cdnet.tools import apply_lasso, fill_path, is_closing, refine_band, snap_path
     from cdnet.tools.superpixels import superpixel_fill
@@ -167,10 +161,10 @@ def run_tools(rgb: np.ndarray, current: np.ndarray, prompt, extra: dict, locks: 
     h, w = current.shape
     mask = current.copy()
     kinds: list[str] = []
-    done = list(extra.get("points_done", []))
-    lasso = extra.get("lasso") or {"points": [], "path": [], "positive": True}
-    for tp in prompt.tool_points:
-        y, x = tp.pixel(h, w)
+    done = list(memory.points_done)
+    lasso = memory.lasso
+    for tp in points:
+        y, x = tp.y, tp.x
         key = point_key(tp.control, y, x, tp.positive)
         if key in done:
             continue
@@ -181,25 +175,25 @@ def run_tools(rgb: np.ndarray, current: np.ndarray, prompt, extra: dict, locks: 
             locks.fix(region, tp.positive)
             kinds.append(SUPERPIXEL)
             continue
-        points = [tuple(p) for p in lasso["points"]]
-        if is_closing(points, (y, x), (h, w)):
-            back = snap_path(rgb, points[-1], points[0])
-            ring = np.vstack([np.asarray(lasso["path"], np.int32).reshape(-1, 2), back[1:]])
+        points_so_far = [tuple(p) for p in lasso.points]
+        if is_closing(points_so_far, (y, x), (h, w)):
+            back = snap_path(rgb, points_so_far[-1], points_so_far[0])
+            ring = np.vstack([np.asarray(lasso.path, np.int32).reshape(-1, 2), back[1:]])
             region = fill_path(ring, (h, w))
-            mask = apply_lasso(mask, region, bool(lasso["positive"]))
-            locks.fix(region, bool(lasso["positive"]))
-            lasso = {"points": [], "path": [], "positive": True}
+            mask = apply_lasso(mask, region, lasso.positive)
+            locks.fix(region, lasso.positive)
+            lasso = LassoState()
             kinds.append(LASSO)
             continue
-        if not points:
-            lasso = {"points": [[y, x]], "path": [[int(y), int(x)]], "positive": tp.positive}
+        if not points_so_far:
+            lasso = LassoState([[y, x]], [[int(y), int(x)]], tp.positive)
         else:
-            seg = snap_path(rgb, points[-1], (y, x))
-            lasso["points"].append([y, x])
-            lasso["path"] = lasso["path"] + seg[1:].tolist()
+            seg = snap_path(rgb, points_so_far[-1], (y, x))
+            lasso = LassoState(lasso.points + [[y, x]], lasso.path + seg[1:].tolist(),
+                               lasso.positive)
         kinds.append("lasso_point")
-    applied = list(extra.get("refined", []))
-    for stroke in prompt.refines:
+    applied = list(memory.refined)
+    for stroke in refines:
         if stroke.digest in applied:
             continue
         applied = remember(applied, stroke.digest)
@@ -207,8 +201,8 @@ def run_tools(rgb: np.ndarray, current: np.ndarray, prompt, extra: dict, locks: 
         mask = refine_band(rgb, mask, band)
         locks.fix(band, mask)
         kinds.append(REFINE)
-    extra["points_done"] = done
-    extra["refined"] = applied
-    extra["lasso"] = lasso
-    path = np.asarray(lasso["path"], np.int32).reshape(-1, 2) if lasso["points"] else None
+    memory.points_done = done
+    memory.refined = applied
+    memory.lasso = lasso
+    path = np.asarray(lasso.path, np.int32).reshape(-1, 2) if lasso.points else None
     return ToolOutcome(mask, kinds, path)

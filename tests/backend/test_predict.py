@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 from label_studio_sdk.converter.brush import decode_rle
 
-from backend.masks import rle_to_mask, unpack_mask
+from backend.packing import unpack_mask
 from backend.sessions import session_key
 from cdnet import Click
+from clicksmith.labelstudio.results import rle_to_mask
 from tests.backend.ls import LABEL_CONFIG, brush, keypoint, predict_body, rectangle, task
 
 H, W = 72, 96
@@ -76,8 +77,8 @@ def test_negative_click_is_negative(make_app, disk, predictor):
     neg = session_masks(predictor, img, [px(50, 50), px(55, 52, False)])[-1]
     assert np.array_equal(mask, neg)
     clicks = record(app, project).clicks
-    assert [c["positive"] for c in clicks] == [True, False]
-    assert clicks[1]["x"] == pytest.approx(55 * W / 100) and clicks[1]["y"] == pytest.approx(
+    assert [c.positive for c in clicks] == [True, False]
+    assert clicks[1].x == pytest.approx(55 * W / 100) and clicks[1].y == pytest.approx(
         52 * H / 100)
 
 

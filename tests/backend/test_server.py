@@ -16,8 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from backend.masks import rle_to_mask
 from backend.sessions import KEY_PREFIX, SessionRecord, session_key
+from clicksmith.labelstudio.results import rle_to_mask
 from tests.backend.conftest import REDIS_URL
 from tests.backend.ls import REPO, keypoint, predict_body
 
@@ -103,7 +103,7 @@ def test_gunicorn_serves_concurrent_annotators(server, disk, redis_db):
                 assert body["results"][0]["model_version"].startswith("cdnet-")
             key = KEY_PREFIX + session_key(project, task_id, "image", "mask", "Object")
             record = SessionRecord.from_fields(redis_db.hgetall(key))
-            assert [(round(c["x"], 3), round(c["y"], 3)) for c in record.clicks] == [
+            assert [(round(c.x, 3), round(c.y, 3)) for c in record.clicks] == [
                 (round(x * W / 100, 3), round(y * H / 100, 3)) for x, y, _ in pts]
         status, body = call(url + "/predict", {"tasks": "nope"})
         assert status == 400 and "tasks" in body["error"]

@@ -9,10 +9,12 @@ import pytest
 from label_studio_sdk.converter.brush import decode_rle
 
 from backend.errors import ApiError
-from backend.labeling import ConfigError, parse_config
-from backend.masks import mask_to_rle, pack_mask, rle_to_mask, unpack_mask
+from backend.packing import pack_mask, unpack_mask
 from backend.prompts import parse_context
 from backend.sessions import MemorySessionStore, SessionRecord
+from cdnet.clicks import Click
+from clicksmith.labelstudio.config import ConfigError, parse_config
+from clicksmith.labelstudio.results import mask_to_rle, rle_to_mask
 from tests.backend.ls import LABEL_CONFIG, brush, keypoint, rectangle
 
 
@@ -76,8 +78,8 @@ def test_pack_unpack_mask():
 
 
 def _record(tag: str) -> SessionRecord:
-    return SessionRecord(tag, (4, 5), [{"y": 1.0, "x": 2.0, "positive": False}], [0, 0, 4, 5],
-                         "", b"state-" + tag.encode(), b"", {"strokes": ["ab"]})
+    return SessionRecord(tag, (4, 5), b"state-" + tag.encode(), clicks=[Click(1.0, 2.0, False)],
+                         box=(0.0, 0.0, 4.0, 5.0), applied_strokes=["ab"])
 
 
 def test_memory_sessions_expire_and_evict():

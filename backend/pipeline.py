@@ -1,0 +1,283 @@
+"""The interaction pipeline: one prompt in pixels + the stored session → the current mask.
+
+`run_interaction` is the whole path, one step a line:
+    load_session      the stored record, or a new one (its prior: the task's newest region)
+    adopt_edit        the annotator edited our answer in Label Studio: that becomes the mask
+    apply_strokes     brush strokes add to / erase from the mask and its prior
+    apply_tools       superpixel fill, edge lasso, refine bands
+    run_clicks        the network, once per click it has not seen
+    finalise          locks and box applied, the quality settled, the record updated
+
+The rules (Label Studio sends one kind of smart region per request, so a keypoint request holds
+no box and a box request no keypoints; the session carries the others over):
+- keypoints: the request holds the session's clicks plus new ones → extend (progressive, only the
+  new clicks are run); it holds some but not all of them → a click was deleted: recompute from the
+  session's base prior and box with the clicks that remain; it holds none of them → auto-accept
+  deleted the accepted regions: the new clicks extend the session.
+- a box differing from the session's → start over inside the box (base prior kept).
+- brush strokes not yet applied → added to (erasing strokes: removed from) the current mask and
+  the base prior; clicks then refine that.
+- no session → the base prior is the newest brush region of this label on the task (drafts,
+  annotations, predictions), so clicks refine what the annotator already has.
+- a session, and that newest task region is not a mask this session answered → the annotator
+  edited the answer in Label Studio (brush eraser or brush): it becomes the current mask.
+- tool controls (backend.tools: superpixel, lasso, refine) edit the current mask; every edited
+  pixel (strokes and adopted edits included) is locked against later clicks.
+
+Network runs happen in exactly two places: `_step` (one per click) and `finalise` (scoring a
+mask no click has judged yet, e.g. a stroke or a pre-label answered without clicks). A prior
+that clicks refine right away is never scored: its score would be thrown away.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from enum import StrEnum
+
+import numpy as np
+
+from backend.errors import ApiError
+from backend.packing import pack_mask, unpack_mask
+from backend.prompts import PixelPrompt
+from backend.sessions import Box, SessionRecord
+from backend.tools import Locks, mask_digest, remember, run_tools
+from cdnet.clicks import Click
+from cdnet.inference.image import PreparedImage, as_mask
+from cdnet.inference.predictor import Predictor, SessionState
+from cdnet.inference.views import box_mask
+
+
+class Kind(StrEnum):
+    """How a request's mask was obtained (the `kind` label of the interactions metric)."""
+
+    NEW = "new"
+    EXTEND = "extend"
+    RECOMPUTE = "recompute"
+    REPEAT = "repeat"
+    STROKE = "stroke"
+    BOX = "box"
+    ADOPT = "adopt"
+    SUPERPIXEL = "superpixel"
+    LASSO = "lasso"
+    LASSO_POINT = "lasso_point"
+    REFINE = "refine"
+
+
+@dataclass
+class Outcome:
+    """The mask to return and how it was obtained (for metrics and tests)."""
+
+    mask: np.ndarray
+    quality: float
+    kind: Kind
+    clicks_run: int
+    path: np.ndarray | None = None  # an open edge lasso's snapped path, (N, 2) (y, x) pixels
+
+
+@dataclass
+class Work:
+    """One request's interaction while it is being answered; never outlives the request."""
+
+    predictor: Predictor
+    image: PreparedImage
+    prompt: PixelPrompt
+    record: SessionRecord
+    state: SessionState  # the predictor's: clicks it has seen, current mask, quality
+    base: np.ndarray | None  # the prior clicks refine (None: none)
+    locks: Locks
+    kind: Kind
+    unscored: np.ndarray | None = None  # a mask whose score is still owed as the quality
+    clicks_run: int = 0
+    stroked: bool = False
+    tools_acted: bool = False
+    path: np.ndarray | None = None
+
+    @property
+    def box(self) -> Box | None:
+        return self.record.box
+
+    def restart(self, prior: np.ndarray | None) -> None:
+        """Start the predictor afresh from `prior` inside the box (runs no network)."""
+        state = self.predictor.session(self.image, box=self.box).state  # checks the box
+        if prior is not None:
+            prior = as_mask(prior, state.mask.shape)
+            state = replace(state, mask=prior.copy(), prior=prior)
+        self.state, self.unscored = state, prior
+
+    def edit(self, new: np.ndarray, lock: bool) -> None:
+        """Continue from mask `new` (the predictor's clicks kept); the base prior gains and
+        loses the same pixels; `lock`: the changed pixels are locked against later clicks."""
+        if self.box is not None:
+            new = new & box_mask(self.box, new.shape)
+        current = self.state.mask
+        added, removed = new & ~current, current & ~new
+        if lock:
+            self.locks.fix(added | removed, new)
+        base = np.zeros(new.shape, bool) if self.base is None else self.base
+        self.base = (base | added) & ~removed
+        self.state = replace(self.state, mask=new.copy())
+
+    def step(self, click: Click) -> None:
+        """One network run: the predictor's answer to one more click."""
+        self.state, _ = self.predictor.step(self.image, self.state, click)
+        self.unscored = None
+        self.clicks_run += 1
+
+
+def run_interaction(predictor: Predictor, image: PreparedImage, url: str, prompt: PixelPrompt,
+                    record: SessionRecord | None, newest_region: np.ndarray | None,
+                    tool_cache: dict | None = None,
+                    superpixel_size: int = 16) -> tuple[Outcome, SessionRecord]:
+    """Answer one prompt. `newest_region`: the task's newest brush region of this label and
+    control, decoded (the prior of a new session; an edit to adopt in a running one);
+    `tool_cache`: per-image storage for the tools (superpixels)."""
+    work = load_session(predictor, image, url, prompt, record, newest_region)
+    adopt_edit(work, newest_region)
+    apply_strokes(work)
+    apply_tools(work, tool_cache, superpixel_size)
+    run_clicks(work)
+    return finalise(work)
+
+
+def load_session(predictor: Predictor, image: PreparedImage, url: str, prompt: PixelPrompt,
+                 record: SessionRecord | None, newest_region: np.ndarray | None) -> Work:
+    """The stored session to continue, or a new one whose prior is the task's newest region.
+    A box that differs from the session's starts over inside it (the base prior kept)."""
+    shape = prompt.shape
+    if record is not None and (record.image != url or tuple(record.shape) != shape):
+        record = None  # the task's image changed: the old session means nothing here
+    if record is None:
+        record = SessionRecord(url, shape, state=b"", box=prompt.box)
+        work = Work(predictor, image, prompt, record, SessionState((), np.zeros(shape, bool)),
+                    newest_region, Locks.load(b"", b"", shape), Kind.NEW)
+        work.restart(newest_region)
+        return work
+    state = predictor.session(image, state=SessionState.from_bytes(record.state)).state
+    base = unpack_mask(record.base) if record.base else None
+    work = Work(predictor, image, prompt, record, state, base,
+                Locks.load(record.locks[0], record.locks[1], shape), Kind.REPEAT)
+    box = prompt.box
+    if box is not None and (record.box is None or not np.allclose(box, record.box, atol=0.5)):
+        record.box, record.clicks, record.implicit = box, [], []
+        work.restart(base)
+        work.locks.limit(box_mask(box, shape))
+        work.kind = Kind.BOX
+    return work
+
+
+def adopt_edit(work: Work, newest_region: np.ndarray | None) -> None:
+    """Reconcile with what Label Studio sent: the task's newest region is either a mask this
+    session answered (nothing to do) or the annotator's edit of it, which becomes the mask."""
+    if newest_region is None:
+        return
+    digest = mask_digest(newest_region)
+    if work.kind is Kind.NEW:  # it is the new session's prior: known, not an edit
+        work.record.seen = remember(work.record.seen, digest)
+        return
+    if digest in work.record.seen:
+        return
+    work.record.seen = remember(work.record.seen, digest)
+    work.edit(newest_region, lock=True)
+    work.kind = Kind.ADOPT
+
+
+def apply_strokes(work: Work) -> None:
+    """Brush strokes not applied before: added to (erasers: removed from) the mask and the base
+    prior, and locked. The predictor then starts from that mask."""
+    applied = set(work.record.applied_strokes)
+    fresh = [s for s in work.prompt.strokes if s.digest not in applied]
+    if not fresh:
+        return
+    h, w = work.prompt.shape
+    current = work.state.mask.copy()
+    base = np.zeros((h, w), bool) if work.base is None else work.base.copy()
+    for stroke in fresh:
+        m = stroke.mask(h, w)
+        if stroke.positive:
+            current |= m
+            base |= m
+        else:
+            current &= ~m
+            base &= ~m
+        work.locks.fix(m, stroke.positive)
+    if work.box is not None:
+        inside = box_mask(work.box, (h, w))
+        current &= inside
+        base &= inside
+    work.base = base
+    work.restart(current)
+    work.record.applied_strokes = sorted(applied | {s.digest for s in fresh})
+    work.stroked = True
+    work.kind = Kind.STROKE
+
+
+def apply_tools(work: Work, tool_cache: dict | None, superpixel_size: int) -> None:
+    """Superpixel points, lasso points and refine bands: each edits the mask and is locked."""
+    prompt = work.prompt
+    if not (prompt.tool_points or prompt.refines):
+        return
+    tools = run_tools(work.image.rgb, work.state.mask, prompt.tool_points, prompt.refines,
+                      work.record, work.locks, tool_cache, superpixel_size)
+    work.path = tools.path
+    if tools.kinds:
+        work.tools_acted = True
+        work.edit(tools.mask, lock=False)  # run_tools locked what it changed
+        work.kind = Kind(tools.kinds[-1])
+
+
+def click_key(c: Click) -> tuple[float, float, bool]:
+    """A click's identity across requests (Label Studio round-trips percentages)."""
+    return (round(float(c.y), 3), round(float(c.x), 3), bool(c.positive))
+
+
+def run_clicks(work: Work) -> None:
+    """Only the clicks the session has not seen run; a deleted click recomputes from the base
+    prior; a bare box is the network's guess of the boxed object (its centre click implied)."""
+    record, prompt = work.record, work.prompt
+    if prompt.clicks:
+        have = [click_key(c) for c in record.clicks]
+        wanted = list(prompt.clicks)
+        kept = [k for k in (click_key(c) for c in wanted) if k in have]
+        new = [c for c in wanted if click_key(c) not in have]
+        for c in new:  # a click right on a locked pixel of the other polarity frees it
+            work.locks.release_at(c.y, c.x, c.positive)
+        if kept == have or not kept:
+            # extension, or auto-accept: the accepted regions are gone, only new clicks came
+            for c in new:
+                work.step(c)
+            record.clicks = record.clicks + new
+            if new and work.kind is Kind.REPEAT:
+                work.kind = Kind.EXTEND
+            return
+        work.restart(work.base)
+        for c in record.implicit + wanted:
+            work.step(c)
+        record.clicks = wanted
+        work.kind = Kind.RECOMPUTE
+        return
+    if work.kind in (Kind.NEW, Kind.BOX) and not (work.stroked or work.tools_acted
+                                                  or prompt.tool_points):
+        if work.box is None:
+            raise ApiError(400, "the context holds no keypoint, box or brush stroke")
+        y0, x0, y1, x1 = work.box
+        centre = Click((y0 + y1) / 2, (x0 + x1) / 2, True)
+        work.step(centre)
+        record.implicit = [centre]
+
+
+def finalise(work: Work) -> tuple[Outcome, SessionRecord]:
+    """Locks and box applied to the mask, the owed score paid, the record brought up to date."""
+    state = work.state
+    if work.unscored is not None:  # no click judged this mask: the network scores it once
+        state = replace(state, quality=work.predictor.score_mask(work.image, work.unscored))
+    final = work.locks.apply(state.mask)
+    if work.box is not None:
+        final &= box_mask(work.box, final.shape)
+    if not np.array_equal(final, state.mask):
+        state = replace(state, mask=final)
+    record = work.record
+    record.state = state.to_bytes()
+    record.base = pack_mask(work.base) if work.base is not None else b""
+    record.locks = work.locks.dump()
+    record.seen = remember(record.seen, mask_digest(final))
+    return Outcome(final, float(state.quality), work.kind, work.clicks_run, work.path), record

@@ -1,0 +1,112 @@
+"""The interaction pipeline runs the network only where it says: one run per click it has not
+seen, one score for a mask no click judged, and nothing hidden (counted at the runner)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from backend.app import create_app
+from clicksmith.labelstudio.results import rle_to_mask
+from clicksmith.settings import load_settings
+from tests.backend.ls import brush, keypoint, predict_body, rectangle, task
+
+H, W = 72, 96
+
+
+class CountingRunner:
+    """Wraps the predictor's runner and counts network runs."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.runs = 0
+
+    def __call__(self, *args, **kwargs):
+        self.runs += 1
+        return self.inner(*args, **kwargs)
+
+
+@pytest.fixture
+def counted(predictor, disk):
+    """A client whose predictor counts its network runs, the runner and the image path."""
+    runner = CountingRunner(predictor.runner)
+    counting = dataclasses.replace(predictor, runner=runner)
+    app = create_app(load_settings(env={}, local_image_roots=str(_root(disk[0]))),
+                     predictor_loader=lambda s: counting)
+    assert app.extensions["clicksmith"].model.wait(30)
+    return app.test_client(), runner, disk[0]
+
+
+def _root(path: str) -> Path:
+    return Path(path).parent
+
+
+def runs_for(client, runner, body: dict) -> tuple[int, dict]:
+    before = runner.runs
+    r = client.post("/predict", json=body)
+    assert r.status_code == 200, r.json
+    return runner.runs - before, r.json["results"][0]
+
+
+def _region_task(path: str, mask: np.ndarray, task_id: int) -> dict:
+    item = brush(mask)
+    return task(path, task_id, annotations=[{"id": 7, "updated_at": "2026-11-25T10:00:00Z",
+                                             "result": [item]}])
+
+
+def test_each_click_runs_the_network_once_and_a_repeat_not_at_all(counted):
+    client, runner, path = counted
+    project = "41.1"
+    first = [keypoint(50, 50, W, H)]
+    assert runs_for(client, runner, predict_body(path, first, project=project))[0] == 1
+    assert runs_for(client, runner, predict_body(path, first, project=project))[0] == 0
+    second = first + [keypoint(20, 20, W, H, positive=False)]
+    assert runs_for(client, runner, predict_body(path, second, project=project))[0] == 1
+
+
+def test_a_prior_refined_by_a_click_is_not_scored_first(counted):
+    """The task's region seeds the session; the click's own run gives the quality."""
+    client, runner, path = counted
+    region = np.zeros((H, W), bool)
+    region[20:50, 30:70] = True
+    body = predict_body(path, [keypoint(50, 50, W, H)], the_task=_region_task(path, region, 3))
+    assert runs_for(client, runner, body)[0] == 1
+
+
+def test_a_stroke_alone_is_scored_once(counted, predictor, disk):
+    """No click judges a stroke's mask, so the network scores that mask, once."""
+    client, runner, path = counted
+    stroke = np.zeros((H, W), bool)
+    stroke[25:45, 35:60] = True
+    n, result = runs_for(client, runner, predict_body(path, [brush(stroke, positive=True)]))
+    assert n == 1
+    item = result["result"][0]
+    mask = rle_to_mask(item["value"]["rle"], H, W)
+    assert np.array_equal(mask, stroke)
+    assert result["score"] == pytest.approx(predictor.score_mask(disk[1], stroke), abs=1e-6)
+
+
+def test_a_deleted_click_replays_only_the_remaining_clicks(counted):
+    client, runner, path = counted
+    region = np.zeros((H, W), bool)
+    region[20:50, 30:70] = True
+    the_task = _region_task(path, region, 4)
+    project = "42.1"
+    clicks = [keypoint(50, 50, W, H), keypoint(20, 20, W, H, positive=False),
+              keypoint(60, 40, W, H)]
+    for k in range(1, 4):
+        body = predict_body(path, clicks[:k], project=project, the_task=the_task)
+        assert runs_for(client, runner, body)[0] == 1
+    remaining = [clicks[0], clicks[2]]
+    body = predict_body(path, remaining, project=project, the_task=the_task)
+    n, _ = runs_for(client, runner, body)
+    assert n == 2  # the two remaining clicks, from the stored prior, which is not scored
+
+
+def test_a_bare_box_runs_its_implied_centre_click_once(counted):
+    client, runner, path = counted
+    n, _ = runs_for(client, runner, predict_body(path, [rectangle(25, 20, 50, 60, W, H)]))
+    assert n == 1

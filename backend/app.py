@@ -1,50 +1,42 @@
 """The Flask app factory: `create_app()` for gunicorn, `create_app(settings, loader)` for tests.
 
 Why a factory and no module globals: every gunicorn worker, test and benchmark builds its own
-app with its own settings, model holder, caches and metrics.
+app with its own settings, model service, caches and metrics.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from typing import Any
 
 from flask import Flask, g, request
 
-from backend.errors import register_error_handlers
-from backend.model import ModelHolder
+from backend.errors import error_response, register_error_handlers
 from backend.routes import hooks, ml, status
 from backend.service import Backend
-from clicksmith.registry import serving_key
+from clicksmith.models import ModelLoader, ModelService, ModelUnavailable
 from clicksmith.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
 
-PredictorLoader = Callable[[Settings], Any]
-
-
-def default_loader(settings: Settings) -> Any:
-    """MODEL_PATH, else the registry's promoted version, else the bundled weights."""
-    from clicksmith.registry import load_serving_predictor
-
-    return load_serving_predictor(settings)
-
 
 def create_app(
-    settings: Settings | None = None, predictor_loader: PredictorLoader | None = None
+    settings: Settings | None = None, predictor_loader: ModelLoader | None = None
 ) -> Flask:
-    """Build the backend app; the model starts loading in the background right away."""
+    """Build the backend app; the model starts loading in the background right away.
+
+    Without `predictor_loader` the service loads the registry's serving version and reloads
+    when another is promoted; an injected loader (tests) is loaded once, with no watching."""
     settings = settings or load_settings()
-    loader = predictor_loader or default_loader
     app = Flask("clicksmith")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.json.sort_keys = False
-    watch = None if predictor_loader else (lambda: serving_key(settings))
-    holder = ModelHolder(lambda: loader(settings), watch=watch)
-    app.extensions["clicksmith"] = Backend(settings, holder)
+    model = ModelService(settings, predictor_loader, background=True,
+                         watch=predictor_loader is None)
+    app.extensions["clicksmith"] = Backend(settings, model)
     register_error_handlers(app)
+    # no model to answer with (still loading, or failed): the backend's 503 with the reason
+    app.register_error_handler(ModelUnavailable, lambda exc: error_response(503, exc.message))
     for blueprint in (status, ml, hooks):
         app.register_blueprint(blueprint)
     _install_timing(app)

@@ -17,6 +17,7 @@ import time
 import numpy as np
 from label_studio_sdk.core.api_error import ApiError
 
+from clicksmith.models import process_model
 from clicksmith.settings import Settings, load_settings
 from review import jobs
 from review.ls import (
@@ -30,7 +31,6 @@ from review.ls import (
     task_image_url,
 )
 from review.masks import Source, brush_result, first_box, newest_mask
-from review.model import get_predictor
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def prelabel_batch(project_id: int, task_ids: list[int], run_id: str | None = No
     settings = load_settings()
     conn = jobs.redis_conn(settings)
     client = client_for(settings)
-    predictor = get_predictor(settings)
+    predictor = process_model(settings)
     version = predictor.model_version
     cfg = project_config(client, project_id)
     started = time.time()

@@ -21,9 +21,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from label_studio_sdk.core.api_error import ApiError
 
+    from clicksmith.models import ModelUnavailable, process_model
     from review import jobs
     from review.ls import describe_error
-    from review.model import get_predictor
     from review.prelabel import plan
 
     settings = load_settings()
@@ -31,9 +31,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         if batch < 1:
             raise ValueError(f"batch size must be >= 1, got {batch}")
-        version = get_predictor(settings).model_version
+        version = process_model(settings).model_version
         run_id, job_ids, total = plan(settings, args.project, batch, model_version=version)
-    except (ValueError, ApiError) as exc:
+    except (ValueError, ApiError, ModelUnavailable) as exc:
         print(f"clicksmith prelabel: {describe_error(exc)}", file=sys.stderr)
         return 2
     print(f"run {run_id}: {total} task(s) to pre-label with {version} in {len(job_ids)} job(s)")

@@ -20,10 +20,10 @@ import cv2
 import numpy as np
 
 from cdnet.fileio import atomic_write_bytes
+from clicksmith.models import process_model
 from clicksmith.settings import Settings
 from review.ls import client_for, fetch_image, list_tasks, project_config, task_image_url
 from review.masks import newest_mask
-from review.model import get_predictor
 
 THUMB = 192
 FIELDS = ("rank", "task", "score", "source", "label", "width", "height", "link", "error")
@@ -58,7 +58,7 @@ def thumbnail(image: np.ndarray, mask: np.ndarray | None, size: int = THUMB) -> 
 def score_tasks(settings: Settings, project_id: int, client=None, predictor=None) -> list[dict]:
     """One row per task: score (None when it has no mask or its image failed), ranked."""
     client = client or client_for(settings)
-    predictor = predictor or get_predictor(settings)
+    predictor = predictor or process_model(settings)
     cfg = project_config(client, project_id)
     rows = []
     for task in list_tasks(client, project_id):

@@ -43,9 +43,9 @@ def run(args: argparse.Namespace) -> int:
     names = args.queue or [settings.queue_name]
     queues = [jobs.queue(settings, conn, name) for name in names]
     if args.preload:
-        from review.model import get_predictor
+        from clicksmith.models import process_model
 
-        print(f"model {get_predictor(settings).model_version} loaded", flush=True)
+        print(f"model {process_model(settings).model_version} loaded", flush=True)
     cls = Worker if args.fork else SimpleWorker
     worker = cls(queues, connection=conn, name=args.name,
                  maintenance_interval=args.maintenance_interval)

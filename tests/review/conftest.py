@@ -61,9 +61,9 @@ def env(fake_ls, redis_url, tmp_path, monkeypatch):
     }
     for k, v in values.items():
         monkeypatch.setenv(k, v)
-    from review import model
+    from clicksmith.models import reset_process_service
 
-    model.clear_cache()
+    reset_process_service()
     return values
 
 

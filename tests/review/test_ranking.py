@@ -52,10 +52,10 @@ def test_review_ranks_reports_and_creates_view(fake_ls, env, tmp_path, capsys):
     assert by_task[1]["source"] == "annotation:91"
 
     # the scores are the predictor's own estimate for exactly these masks
+    from clicksmith.models import process_model
     from clicksmith.settings import load_settings
-    from review.model import get_predictor
 
-    p = get_predictor(load_settings())
+    p = process_model(load_settings())
     for tid in (1, 4):
         img, _ = blob_image(96, seed=tid)
         assert by_task[tid]["score"] == round(p.score_mask(img, masks[tid]), 6)

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from clicksmith import registry
+from clicksmith.models import process_model
 from clicksmith.settings import load_settings
-from review.model import get_predictor
 from review.retrain import RetrainError, retrain_job
 from tests.review.lsfake import blob_image
 
@@ -90,8 +90,8 @@ def test_retrain_promoted_then_rejected_then_failed(env, workers, tmp_path):
     settings = load_settings()
     v0 = _seed_registry(settings, tmp_path)
     _corrections(settings)
-    assert get_predictor(settings).model_version.startswith("cdnet-mnv2-")
-    before = get_predictor(settings).model_version
+    assert process_model(settings).model_version.startswith("cdnet-mnv2-")
+    before = process_model(settings).model_version
 
     # promoted: candidate better on the held-out corrections
     _scores_file().write_text(json.dumps({"candidate": 2.0, "serving": 3.0}))
@@ -105,8 +105,8 @@ def test_retrain_promoted_then_rejected_then_failed(env, workers, tmp_path):
     assert metrics["metrics"]["holdout"]["candidate"]["noc90"] == 2.0
     assert record["counts"]["train"] + record["counts"]["holdout"] == 12
     assert record["counts"]["holdout"] >= 1 and record["counts"]["train"] >= 1
-    # the predictor cache in this process picks the promotion up without a restart
-    now = get_predictor(settings).model_version
+    # the model service of this process picks the promotion up without a restart
+    now = process_model(settings).model_version
     assert now == v1 != before
 
     # rejected: candidate worse -> registry and pointer untouched

@@ -60,21 +60,29 @@ VIEW_PRIMITIVES = ("transform_image", "transform_mask", "crop_probs", "crop_prob
                    "crop_nearest", "paste", "paste_probs")
 
 
+_COUNTERS: list[Counter] = []  # the innermost `counting_view_calls` counts
+
+
+def _counted(name: str, fn):
+    def call(*args, **kwargs):
+        if _COUNTERS:
+            _COUNTERS[-1][name] += 1
+        return fn(*args, **kwargs)
+    return call
+
+
 @contextmanager
-def counting_view_calls(counts: Counter):
+def counting_view_calls():
+    """Counts of the View primitives called inside the block, also through methods bound
+    before it (a lazy `partial(view.paste_probs, ...)` counts where it runs)."""
     saved = {name: View.__dict__[name] for name in VIEW_PRIMITIVES}
-
-    def counted(name, fn):
-        def call(*args, **kwargs):
-            counts[name] += 1
-            return fn(*args, **kwargs)
-        return call
-
+    _COUNTERS.append(Counter())
     try:
         for name, fn in saved.items():
-            setattr(View, name, counted(name, fn))
-        yield counts
+            setattr(View, name, _counted(name, fn))
+        yield _COUNTERS[-1]
     finally:
+        _COUNTERS.pop()
         for name, fn in saved.items():
             setattr(View, name, fn)
 
@@ -253,10 +261,10 @@ def _played(case: str, predictor) -> tuple[str, str, str]:
     im = _images()
     if scenario.startswith("photo"):
         im = {**im, "photo": _photo()}
-    with counting_view_calls(Counter()) as eager:
+    with counting_view_calls() as eager:
         outputs = SCENARIOS[scenario](p, im)
     runs = counter.calls
-    with counting_view_calls(Counter()) as lazy:
+    with counting_view_calls() as lazy:
         digest, summary = _digest(outputs)
     assert counter.calls == runs  # digesting runs nothing
     cost = f"runs={runs} " + " ".join(f"{k}={eager[k]}" for k in VIEW_PRIMITIVES if eager[k])
@@ -284,99 +292,103 @@ EXPECTED: dict[str, tuple[str, str, str]] = {
     'whole_first/flip': (
         'ac45a3485b83dc28', '7914@0.9249 7983@0.9477 7983@0.9478 7983@0.9506 s7983',
         'runs=8 transform_image=4 transform_mask=4 crop_probs=1 crop_probs_region=3 '
-        'crop_nearest=3 paste=1 paste_probs=1 | probs: crop_probs=3 paste_probs=3'),
+        'crop_nearest=3 paste=1 | probs: crop_probs=3 paste_probs=4'),
     'whole_first/flip-global': (
         'd31d4517623d8ba7', '7914@0.9249 7983@0.9477 7981@0.9478 7994@0.9500 s7994',
-        'runs=8 transform_image=4 transform_mask=4 crop_probs=4 paste=4 paste_probs=4 | probs: '),
+        'runs=8 transform_image=4 transform_mask=4 crop_probs=4 paste=4 | probs: paste_probs=4'),
     'whole_first/plain': (
         '100a870f4796d050', '7925@0.9244 7976@0.9527 7976@0.9468 7976@0.9531 s7976',
         'runs=4 transform_image=4 transform_mask=4 crop_probs=1 crop_probs_region=3 '
-        'crop_nearest=3 paste=1 paste_probs=1 | probs: crop_probs=3 paste_probs=3'),
+        'crop_nearest=3 paste=1 | probs: crop_probs=3 paste_probs=4'),
     'whole_first/plain-global': (
         '6ba6c79c8f7ebac5', '7925@0.9244 7976@0.9527 7990@0.9468 7986@0.9523 s7986',
-        'runs=4 transform_image=4 transform_mask=4 crop_probs=4 paste=4 paste_probs=4 | probs: '),
+        'runs=4 transform_image=4 transform_mask=4 crop_probs=4 paste=4 | probs: paste_probs=4'),
     'box_first/flip': (
         '387386d63eac6d8c', '6390@0.9263 6390@0.9201 6390@0.9214 s6390',
         'runs=6 transform_image=3 transform_mask=3 crop_probs=1 crop_probs_region=2 '
-        'crop_nearest=2 paste=1 paste_probs=1 | probs: crop_probs=2 paste_probs=2'),
+        'crop_nearest=2 paste=1 | probs: crop_probs=2 paste_probs=3'),
     'box_first/flip-global': (
         '2d7dcd81c6329711', '6390@0.9263 6388@0.9201 6380@0.9214 s6380',
-        'runs=6 transform_image=3 transform_mask=3 crop_probs=3 paste=3 paste_probs=3 | probs: '),
+        'runs=6 transform_image=3 transform_mask=3 crop_probs=3 paste=3 | probs: paste_probs=3'),
     'box_first/plain': (
         'c834a968c143b716', '6392@0.9294 6392@0.9187 6392@0.9206 s6392',
         'runs=3 transform_image=3 transform_mask=3 crop_probs=1 crop_probs_region=2 '
-        'crop_nearest=2 paste=1 paste_probs=1 | probs: crop_probs=2 paste_probs=2'),
+        'crop_nearest=2 paste=1 | probs: crop_probs=2 paste_probs=3'),
     'box_first/plain-global': (
         'dbc407011a382251', '6392@0.9294 6385@0.9187 6376@0.9204 s6376',
-        'runs=3 transform_image=3 transform_mask=3 crop_probs=3 paste=3 paste_probs=3 | probs: '),
+        'runs=3 transform_image=3 transform_mask=3 crop_probs=3 paste=3 | probs: paste_probs=3'),
     'box_negative_only/flip': (
         '6cfa7afaba8dc7bf', '6396@0.9103 6186@0.9164 6186@0.9359 s6186',
         'runs=6 transform_image=3 transform_mask=3 crop_probs=1 crop_probs_region=2 '
-        'crop_nearest=2 paste=1 paste_probs=1 | probs: crop_probs=2 paste_probs=2'),
+        'crop_nearest=2 paste=1 | probs: crop_probs=2 paste_probs=3'),
     'box_negative_only/flip-global': (
         'f12f8425ec10d59a', '6396@0.9103 6185@0.9164 6119@0.9359 s6119',
-        'runs=6 transform_image=3 transform_mask=3 crop_probs=3 paste=3 paste_probs=3 | probs: '),
+        'runs=6 transform_image=3 transform_mask=3 crop_probs=3 paste=3 | probs: paste_probs=3'),
     'box_negative_only/plain': (
         '29fad276b71f9d65', '6396@0.9153 6167@0.9174 6167@0.9373 s6167',
         'runs=3 transform_image=3 transform_mask=3 crop_probs=1 crop_probs_region=2 '
-        'crop_nearest=2 paste=1 paste_probs=1 | probs: crop_probs=2 paste_probs=2'),
+        'crop_nearest=2 paste=1 | probs: crop_probs=2 paste_probs=3'),
     'box_negative_only/plain-global': (
         '95651e5a8cd22599', '6396@0.9153 6166@0.9174 6104@0.9373 s6104',
-        'runs=3 transform_image=3 transform_mask=3 crop_probs=3 paste=3 paste_probs=3 | probs: '),
+        'runs=3 transform_image=3 transform_mask=3 crop_probs=3 paste=3 | probs: paste_probs=3'),
     'with_prior/flip': (
         '80528fe1e136f32c', 's4000 10349@0.9102 7949@0.9406 s7949',
         'runs=6 transform_image=3 transform_mask=3 crop_probs_region=2 crop_nearest=2 | '
         'probs: crop_probs=2 paste_probs=2'),
     'with_prior/flip-global': (
         '2fd2f96969e68203', 's4000 7949@0.9102 7950@0.9525 s7950',
-        'runs=6 transform_image=3 transform_mask=3 crop_probs=2 paste=2 paste_probs=2 | probs: '),
+        'runs=6 transform_image=3 transform_mask=3 crop_probs=2 paste=2 | probs: paste_probs=2'),
     'with_prior/plain': (
         'dc6fc1a525f3722f', 's4000 10370@0.9067 7970@0.9404 s7970',
         'runs=3 transform_image=3 transform_mask=3 crop_probs_region=2 crop_nearest=2 | '
         'probs: crop_probs=2 paste_probs=2'),
     'with_prior/plain-global': (
         'f8031f3562b60208', 's4000 7970@0.9067 7959@0.9517 s7959',
-        'runs=3 transform_image=3 transform_mask=3 crop_probs=2 paste=2 paste_probs=2 | probs: '),
+        'runs=3 transform_image=3 transform_mask=3 crop_probs=2 paste=2 | probs: paste_probs=2'),
     'with_prior_and_box/flip': (
         'e8ad8da68e1f3598', 's35200 35200@0.7670 6532@0.5389 s6532',
         'runs=6 transform_image=3 transform_mask=3 crop_probs_region=2 crop_nearest=2 | '
         'probs: crop_probs=2 paste_probs=2'),
     'with_prior_and_box/flip-global': (
         '9362e1fb8f99f020', 's35200 6768@0.7670 6383@0.9199 s6383',
-        'runs=6 transform_image=3 transform_mask=3 crop_probs=2 paste=2 paste_probs=2 | probs: '),
+        'runs=6 transform_image=3 transform_mask=3 crop_probs=2 paste=2 | probs: paste_probs=2'),
     'with_prior_and_box/plain': (
         'd7f54b0ea148635a', 's35200 35200@0.7696 6740@0.5006 s6740',
         'runs=3 transform_image=3 transform_mask=3 crop_probs_region=2 crop_nearest=2 | '
         'probs: crop_probs=2 paste_probs=2'),
     'with_prior_and_box/plain-global': (
         '972c98ed0fbdf346', 's35200 7024@0.7696 6389@0.9253 s6389',
-        'runs=3 transform_image=3 transform_mask=3 crop_probs=2 paste=2 paste_probs=2 | probs: '),
+        'runs=3 transform_image=3 transform_mask=3 crop_probs=2 paste=2 | probs: paste_probs=2'),
     'empty_prior/flip': (
         'a6389e32ca4f44ee', 's0 5062@0.9238 5062@0.9527 s5062',
         'runs=6 transform_image=1 transform_mask=3 crop_probs=1 crop_probs_region=1 '
-        'crop_nearest=1 paste=1 paste_probs=1 | probs: crop_probs=1 paste_probs=1'),
+        'crop_nearest=1 paste=1 | probs: crop_probs=1 paste_probs=2'),
     'empty_prior/flip-global': (
         '4c97ac40a7b628b1', 's0 5062@0.9238 5080@0.9527 s5080',
-        'runs=6 transform_image=1 transform_mask=3 crop_probs=2 paste=2 paste_probs=2 | probs: '),
+        'runs=6 transform_image=1 transform_mask=3 crop_probs=2 paste=2 | probs: paste_probs=2'),
     'empty_prior/plain': (
         '0239de46f5a985f7', 's0 5062@0.9229 5062@0.9529 s5062',
         'runs=3 transform_image=1 transform_mask=3 crop_probs=1 crop_probs_region=1 '
-        'crop_nearest=1 paste=1 paste_probs=1 | probs: crop_probs=1 paste_probs=1'),
+        'crop_nearest=1 paste=1 | probs: crop_probs=1 paste_probs=2'),
     'empty_prior/plain-global': (
         '1f3a3ab65daa6e60', 's0 5062@0.9229 5073@0.9529 s5073',
-        'runs=3 transform_image=1 transform_mask=3 crop_probs=2 paste=2 paste_probs=2 | probs: '),
+        'runs=3 transform_image=1 transform_mask=3 crop_probs=2 paste=2 | probs: paste_probs=2'),
     'zero_click/flip': (
         'aa5c38d513381377', '8022@0.8863 6390@0.9187 4722@0.5843',
-        'runs=6 transform_image=3 transform_mask=2 crop_probs=3 paste=2 paste_probs=3 | probs: '),
+        'runs=6 transform_image=3 transform_mask=2 crop_probs=3 paste=2 paste_probs=1 | '
+        'probs: paste_probs=2'),
     'zero_click/flip-global': (
         'aa5c38d513381377', '8022@0.8863 6390@0.9187 4722@0.5843',
-        'runs=6 transform_image=3 transform_mask=2 crop_probs=3 paste=2 paste_probs=3 | probs: '),
+        'runs=6 transform_image=3 transform_mask=2 crop_probs=3 paste=2 paste_probs=1 | '
+        'probs: paste_probs=2'),
     'zero_click/plain': (
         '6e4f867dbfa7f4f1', '8044@0.8945 6389@0.9199 4363@0.5525',
-        'runs=3 transform_image=3 transform_mask=2 crop_probs=3 paste=2 paste_probs=3 | probs: '),
+        'runs=3 transform_image=3 transform_mask=2 crop_probs=3 paste=2 paste_probs=1 | '
+        'probs: paste_probs=2'),
     'zero_click/plain-global': (
         '6e4f867dbfa7f4f1', '8044@0.8945 6389@0.9199 4363@0.5525',
-        'runs=3 transform_image=3 transform_mask=2 crop_probs=3 paste=2 paste_probs=3 | probs: '),
+        'runs=3 transform_image=3 transform_mask=2 crop_probs=3 paste=2 paste_probs=1 | '
+        'probs: paste_probs=2'),
     'score_mask/flip': (
         'b62db37611d982d6', 'q0.9314 q0.0094 q0.6542 q0.9288',
         'runs=8 transform_image=4 transform_mask=4 | probs: '),
@@ -395,56 +407,56 @@ EXPECTED: dict[str, tuple[str, str, str]] = {
         'crop_nearest=1 paste=1 | probs: crop_probs=1 paste_probs=1'),
     'resumed/flip-global': (
         '1507453e9000fc8e', 's6390 6141@0.8853 6390@0.9263 s6390',
-        'runs=4 transform_image=2 transform_mask=2 crop_probs=2 paste=2 paste_probs=1 | probs: '),
+        'runs=4 transform_image=2 transform_mask=2 crop_probs=2 paste=2 | probs: paste_probs=1'),
     'resumed/plain': (
         '1a7065e2bc5d5a10', 's6392 5959@0.8797 6392@0.9294 s6392',
         'runs=2 transform_image=2 transform_mask=2 crop_probs=1 crop_probs_region=1 '
         'crop_nearest=1 paste=1 | probs: crop_probs=1 paste_probs=1'),
     'resumed/plain-global': (
         'bd02bfda9051adb6', 's6392 5958@0.8797 6392@0.9294 s6392',
-        'runs=2 transform_image=2 transform_mask=2 crop_probs=2 paste=2 paste_probs=1 | probs: '),
+        'runs=2 transform_image=2 transform_mask=2 crop_probs=2 paste=2 | probs: paste_probs=1'),
     'large/flip': (
         '14263eed2332aadf', '522513@0.8446 522513@0.8591 628640@0.8881 s628640',
         'runs=8 transform_image=4 transform_mask=4 crop_probs_region=3 crop_nearest=3 | '
         'probs: crop_probs=3 paste_probs=3'),
     'large/flip-global': (
         '3fdcba9e062ea9f6', '477593@0.8446 509167@0.9183 507084@0.9535 s507084',
-        'runs=8 transform_image=4 transform_mask=4 crop_probs=3 paste=3 paste_probs=3 | probs: '),
+        'runs=8 transform_image=4 transform_mask=4 crop_probs=3 paste=3 | probs: paste_probs=3'),
     'large/plain': (
         'a661b3e50baadc83', '522498@0.8287 522498@0.8608 628641@0.8864 s628641',
         'runs=4 transform_image=4 transform_mask=4 crop_probs_region=3 crop_nearest=3 | '
         'probs: crop_probs=3 paste_probs=3'),
     'large/plain-global': (
         '01fb879c53edbc18', '478084@0.8287 508196@0.9119 506982@0.9532 s506982',
-        'runs=4 transform_image=4 transform_mask=4 crop_probs=3 paste=3 paste_probs=3 | probs: '),
+        'runs=4 transform_image=4 transform_mask=4 crop_probs=3 paste=3 | probs: paste_probs=3'),
     'photo/flip': (
         'a097f869847dda01', '12648@0.8522 13023@0.9213 13023@0.9184 s13023',
         'runs=6 transform_image=3 transform_mask=3 crop_probs=1 crop_probs_region=2 '
-        'crop_nearest=2 paste=1 paste_probs=1 | probs: crop_probs=2 paste_probs=2'),
+        'crop_nearest=2 paste=1 | probs: crop_probs=2 paste_probs=3'),
     'photo/flip-global': (
         'c111ed10083aea6d', '12648@0.8522 13027@0.9213 13133@0.9185 s13133',
-        'runs=6 transform_image=3 transform_mask=3 crop_probs=3 paste=3 paste_probs=3 | probs: '),
+        'runs=6 transform_image=3 transform_mask=3 crop_probs=3 paste=3 | probs: paste_probs=3'),
     'photo/plain': (
         '00cedefccf62a0b5', '12679@0.8509 13136@0.9143 13136@0.9152 s13136',
         'runs=3 transform_image=3 transform_mask=3 crop_probs=1 crop_probs_region=2 '
-        'crop_nearest=2 paste=1 paste_probs=1 | probs: crop_probs=2 paste_probs=2'),
+        'crop_nearest=2 paste=1 | probs: crop_probs=2 paste_probs=3'),
     'photo/plain-global': (
         '187ef3a41fc51dd5', '12679@0.8509 13138@0.9143 13311@0.9151 s13311',
-        'runs=3 transform_image=3 transform_mask=3 crop_probs=3 paste=3 paste_probs=3 | probs: '),
+        'runs=3 transform_image=3 transform_mask=3 crop_probs=3 paste=3 | probs: paste_probs=3'),
     'photo_box/flip': (
         '759b8c76bc23c1d5', '12472@0.8577 12799@0.9192 s12799 12731@0.8058',
         'runs=6 transform_image=3 transform_mask=3 crop_probs=2 crop_probs_region=1 '
-        'crop_nearest=1 paste=2 paste_probs=2 | probs: crop_probs=1 paste_probs=1'),
+        'crop_nearest=1 paste=2 | probs: crop_probs=1 paste_probs=3'),
     'photo_box/flip-global': (
         'fd43e9eab0b679e8', '12472@0.8577 12830@0.9192 s12830 12731@0.8058',
-        'runs=6 transform_image=3 transform_mask=3 crop_probs=3 paste=3 paste_probs=3 | probs: '),
+        'runs=6 transform_image=3 transform_mask=3 crop_probs=3 paste=3 | probs: paste_probs=3'),
     'photo_box/plain': (
         '67fc1e9191651f1e', '12353@0.8500 12855@0.9180 s12855 12683@0.8206',
         'runs=3 transform_image=3 transform_mask=3 crop_probs=2 crop_probs_region=1 '
-        'crop_nearest=1 paste=2 paste_probs=2 | probs: crop_probs=1 paste_probs=1'),
+        'crop_nearest=1 paste=2 | probs: crop_probs=1 paste_probs=3'),
     'photo_box/plain-global': (
         '032b3312e77ffdf6', '12353@0.8500 12878@0.9180 s12878 12683@0.8206',
-        'runs=3 transform_image=3 transform_mask=3 crop_probs=3 paste=3 paste_probs=3 | probs: '),
+        'runs=3 transform_image=3 transform_mask=3 crop_probs=3 paste=3 | probs: paste_probs=3'),
 }
 
 

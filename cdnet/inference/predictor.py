@@ -13,21 +13,16 @@ import json
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property, partial
+from functools import cached_property
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from cdnet.clicks import Click
 from cdnet.inference import defaults
+from cdnet.inference.frame import Box, BoxStep, Framing
 from cdnet.inference.image import PreparedImage, as_mask
-from cdnet.inference.progressive import regions_of_change
 from cdnet.inference.runner import FlipAveraged, NetOutput, OnnxRunner, Runner, TorchRunner
-from cdnet.inference.views import View, box_mask, box_view, whole_view, zoom_view
-from cdnet.model.encoding import CLICK_RADIUS, click_maps
-
-Box = tuple[float, float, float, float]  # y0, x0, y1, x1 in pixels
 
 
 @dataclass(frozen=True)
@@ -102,6 +97,12 @@ class Predictor:
         """The model version, marked when test-time flip is on: reports must tell them apart."""
         return self.model_version + (" +flip" if isinstance(self.runner, FlipAveraged) else "")
 
+    @property
+    def framing(self) -> Framing:
+        """How the network's frame is chosen for each call (`cdnet.inference.frame`)."""
+        return Framing(self.base_size, self.zoom_size,
+                       self.progressive_join if self.progressive else None)
+
     # --- one-shot API -----------------------------------------------------------------
     def prepare(self, image: np.ndarray | PreparedImage) -> PreparedImage:
         return PreparedImage.of(image)
@@ -112,7 +113,7 @@ class Predictor:
         for c in clicks:
             s.add_click(c)
         if not clicks and prior_mask is None:
-            return self._zero_click(s.image, box)
+            return self._zero_click(s.image, s.state.box)
         return s.result
 
     def session(self, image, prior_mask: np.ndarray | None = None, box: Box | None = None,
@@ -120,7 +121,7 @@ class Predictor:
         img = self.prepare(image)
         if state is None:
             prior = None if prior_mask is None else as_mask(prior_mask, img.shape)
-            box = None if box is None else self._check_box(box, img.shape)
+            box = None if box is None else BoxStep.check(box, img.shape)
             mask = prior.copy() if prior is not None else np.zeros(img.shape, bool)
             quality = self.score_mask(img, prior) if prior is not None else 0.0
             state = SessionState((), mask, prior, box, quality)
@@ -132,8 +133,7 @@ class Predictor:
         """Predicted IoU of any given mask: the network judges it as a prior, with no clicks."""
         img = self.prepare(image)
         mask = as_mask(mask, img.shape, "mask")
-        view = zoom_view(mask, (), self.zoom_size) if mask.any() else self._whole(img)
-        out = self._run(img, view, (), view.transform_mask(mask))
+        out = self.runner(*self.framing.for_mask(mask).transform(img, (), mask))
         return float(out.quality[1])
 
     # --- the step -------------------------------------------------------------------
@@ -142,91 +142,27 @@ class Predictor:
         """State after one more click, and its result. Pure: `state` is not modified."""
         self._check_click(click, image.shape)
         clicks = state.clicks + (click,)
-        first = not state.clicks and not state.mask.any()
-        if first:
-            view = box_view(state.box, image.shape, self.zoom_size) if state.box else \
-                self._whole(image)
-        else:
-            view = zoom_view(state.mask, clicks, self.zoom_size)
-        net_clicks = clicks
-        if state.box and not any(c.positive for c in clicks):
-            y0, x0, y1, x1 = state.box
-            net_clicks = (Click((y0 + y1) / 2, (x0 + x1) / 2),) + clicks
-        prior = view.transform_mask(state.mask)
-        out = self._run(image, view, net_clicks, prior)
+        # where the network looks (the whole image or the box first, then the zoom-in)
+        frame = self.framing.for_click(state.mask, clicks, state.box)
+        net = frame.transform(image, clicks, state.mask)  # image, clicks and mask, resized
+        out = self.runner(*net)  # the network (and its mirrored run, with test-time flip)
+        # back onto the photo, inside the box: the whole crop, or the click's regions of change
+        mask, probs = frame.inv_transform(out.probs, state.mask, net, click)
         quality = float(out.quality[0])
-        disagreement = float(out.head_probs.std(0).mean())
-        if self.progressive and not first:
-            mask = self._refine_locally(view, state, out.probs, prior, click)
-            full_probs = lambda: view.inv_transform(out.probs, state.mask)  # noqa: E731
-        else:
-            probs = view.crop_probs(out.probs)
-            proposed = probs > 0.5
-            if state.box:
-                proposed &= view.box_mask(state.box)
-            mask = view.paste(state.mask, proposed)
-            full_probs = partial(view.paste_probs, state.mask, probs)
         new_state = SessionState(clicks, mask, state.prior, state.box, quality)
-        return new_state, Result(mask, quality, disagreement, full_probs)
-
-    def _refine_locally(self, view: View, state: SessionState, probs: np.ndarray,
-                        prior: np.ndarray, click: Click) -> np.ndarray:
-        """Progressive refinement. The regions of change are found in the network frame
-        (where the network's own detail lives) and then applied at full resolution inside
-        their bounding box only: on a 12 MP photo a click costs its correction, not the crop.
-        """
-        proposed = probs > 0.5
-        if state.box:
-            sy, sx = view.scale
-            y0, x0, y1, x1 = state.box
-            proposed &= box_mask(((y0 - view.y0) * sy, (x0 - view.x0) * sx,
-                                  (y1 - view.y0) * sy, (x1 - view.x0) * sx), proposed.shape)
-        c = view.transform_clicks([click])[0]
-        region = regions_of_change(prior > 0.5, proposed, (c.y, c.x), CLICK_RADIUS,
-                                   self.progressive_join).view(np.uint8)
-        # with the click's own disk (a change thinner than a network pixel is still a change),
-        # grown by a pixel to hold the blended boundary between network pixels
-        cv2.circle(region, (int(round(c.x)), int(round(c.y))), int(np.ceil(CLICK_RADIUS)), 1, -1)
-        region = cv2.dilate(region, np.ones((3, 3), np.uint8))
-        bx, by, bw, bh = cv2.boundingRect(region)
-        rows, cols = view.crop_span(by, by + bh, 0), view.crop_span(bx, bx + bw, 1)
-        take = view.crop_nearest(region, rows, cols).view(bool)
-        fine = view.crop_probs_region(probs, rows, cols) > 0.5
-        oy, ox = view.y0 + rows.start, view.x0 + cols.start
-        if state.box:
-            fine &= box_mask(state.box, fine.shape, (oy, ox))
-        mask = state.mask.copy()
-        target = mask[oy : view.y0 + rows.stop, ox : view.x0 + cols.stop]
-        np.copyto(target, fine, where=take)
-        return mask
+        return new_state, Result(mask, quality, _disagreement(out), probs)
 
     # --- internals ------------------------------------------------------------------
     def _zero_click(self, image: PreparedImage, box: Box | None) -> Result:
         """No clicks, no prior: the network's guess of the main object (or the box's object)."""
-        shape = image.shape
+        empty = np.zeros(image.shape, bool)
         if box is not None:
-            box = self._check_box(box, shape)
-            y0, x0, y1, x1 = box
-            return self.predict(image, [Click((y0 + y1) / 2, (x0 + x1) / 2)], box=box)
-        view = self._whole(image)
-        out = self._run(image, view, (), np.zeros((view.out_h, view.out_w), np.float32))
-        probs = view.inv_transform(out.probs, np.zeros(shape, np.float32))
-        return Result(probs > 0.5, float(out.quality[0]), float(out.head_probs.std(0).mean()),
-                      probs)
-
-    def _whole(self, image: PreparedImage) -> View:
-        return whole_view(image.shape, self.base_size)
-
-    def _run(self, image: PreparedImage, view: View, clicks: Sequence[Click],
-             prior: np.ndarray) -> NetOutput:
-        """The network on `view`; `prior` is the mask already in the network frame
-        (`view.transform_mask`), which the caller may need again."""
-        if view.is_whole and view.y1 == image.shape[0] and view.x1 == image.shape[1]:
-            rgb = image.cached(("view", view), lambda: view.transform_image(image))
-        else:
-            rgb = view.transform_image(image)
-        maps = click_maps(view.transform_clicks(clicks), view.out_h, view.out_w)
-        return self.runner(rgb, maps, prior)
+            start = SessionState((), empty, None, box, 0.0)
+            return self.step(image, start, BoxStep(box).centre)[1]
+        frame = self.framing.whole(image.shape)
+        out = self.runner(*frame.transform(image, ()))
+        mask, probs = frame.inv_transform(out.probs, empty)
+        return Result(mask, float(out.quality[0]), _disagreement(out), probs)
 
     @staticmethod
     def _check_click(click: Click, shape: tuple[int, int]) -> None:
@@ -238,14 +174,10 @@ class Predictor:
             raise ValueError(f"click (y={click.y}, x={click.x}) is outside the "
                              f"{shape[0]}x{shape[1]} image")
 
-    @staticmethod
-    def _check_box(box: Box, shape: tuple[int, int]) -> Box:
-        y0, x0, y1, x1 = (float(v) for v in box)
-        y0, x0 = max(0.0, y0), max(0.0, x0)
-        y1, x1 = min(float(shape[0]), y1), min(float(shape[1]), x1)
-        if not (y1 - y0 >= 1 and x1 - x0 >= 1):
-            raise ValueError(f"box {box} is empty or outside the {shape[0]}x{shape[1]} image")
-        return (y0, x0, y1, x1)
+
+def _disagreement(out: NetOutput) -> float:
+    """The spread between the diversified heads."""
+    return float(out.head_probs.std(0).mean())
 
 
 @dataclass

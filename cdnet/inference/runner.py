@@ -81,7 +81,15 @@ class FlipAveraged:
     """Test-time flip: the network also sees the view mirrored left-right, and the two answers
     are averaged (as RITM's evaluation does). Left-right is where a network trained with random
     flips is equally right either way, so averaging cancels part of its noise on thin parts and
-    boundaries, at the price of a second network run per click."""
+    boundaries, at the price of a second network run per click.
+
+    It is the innermost step of the predictor's frame pipeline (`cdnet.inference.frame`: box,
+    view, flip), kept here as a runner rather than in `Frame`: its transform (mirror the image,
+    click maps and prior) and its inverse (mirror the answers back and average the two runs)
+    act only on the network-frame arrays right around the network call, identically for every
+    view, and need none of the photo's geometry. The step next to the network wraps the
+    network, which is what a runner is; so it composes with any runner (torch, ONNX), and
+    `runner.name` / `Predictor.label` say when it is on."""
 
     def __init__(self, inner: Runner):
         self.inner = inner

@@ -54,6 +54,10 @@ class View:
     def is_whole(self) -> bool:
         return self.y0 == 0 and self.x0 == 0
 
+    def covers(self, shape: tuple[int, int]) -> bool:
+        """Whether the crop is all of an image of `shape`."""
+        return self.is_whole and self.y1 == shape[0] and self.x1 == shape[1]
+
     def crop(self, full: np.ndarray) -> np.ndarray:
         """The view's region of a full-resolution map (a view, not a copy)."""
         return full[self.y0 : self.y1, self.x0 : self.x1]

@@ -33,8 +33,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from backend.masks import mask_to_rle  # noqa: E402
 from cdnet.eval.cli import flip_choice  # noqa: E402
+from clicksmith.labelstudio.results import mask_to_rle  # noqa: E402
 
 CONFIG = (REPO / "config" / "labeling.xml").read_text()
 SIZES = {"1024x1024": (1024, 1024), "4000x3000": (3000, 4000)}  # name -> (H, W)

@@ -23,18 +23,17 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from cdnet.eval.metrics import iou
 from cdnet.fileio import atomic_write_bytes
+from clicksmith.labelstudio.config import ProjectConfig, parse_config, project_config
+from clicksmith.labelstudio.regions import merge_brush_regions
 from clicksmith.settings import REPO_ROOT, Settings, load_settings
 from review.ls import (
-    ProjectConfig,
     as_dict,
     client_for,
     fetch_image,
-    parse_config,
-    project_config,
     task_image_url,
 )
-from review.masks import brush_regions, iou
 
 log = logging.getLogger(__name__)
 HANDLED = {"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED",
@@ -137,7 +136,7 @@ def store_annotation(settings: Settings, project_id: int, ann: dict, task: dict 
     """Store (or replace, or drop) the brush masks of one annotation. -> (masks, files changed)."""
     ann_id, task_id = int(ann["id"]), int(ann["task"])
     folder = project_dir(settings, project_id)
-    regions = [] if ann.get("was_cancelled") else brush_regions(ann.get("result") or [])
+    regions = [] if ann.get("was_cancelled") else merge_brush_regions(ann.get("result"))
     stamp = str(ann.get("updated_at") or ann.get("created_at") or "")
     with _locked(folder):
         rows = read_manifest(folder)
@@ -156,7 +155,7 @@ def store_annotation(settings: Settings, project_id: int, ann: dict, task: dict 
                 image = fetch_image(task_image_url(task, cfg), settings, client)
                 changed += _write_if_changed(image_path, _png(image[:, :, ::-1]))
             prediction = _prelabel_prediction(client, ann, task_id)
-            pred_regions = dict(brush_regions(prediction.get("result") or [])) if prediction else {}
+            pred_regions = dict(merge_brush_regions(prediction.get("result"))) if prediction else {}
             for k, (label, mask) in enumerate(regions):
                 key = f"t{task_id}_{ann_id}{k:02d}"
                 pmask = pred_regions.get(label)
@@ -219,7 +218,7 @@ def _drop_orphan_images(folder: Path, rows: dict[str, dict], task_id: int) -> in
 
 def _config(client, project_id: int, project: dict | None) -> ProjectConfig:
     if isinstance(project, dict) and project.get("label_config"):
-        return parse_config(project["label_config"])
+        return parse_config(project["label_config"], interactive=False)
     return project_config(client, project_id)
 
 

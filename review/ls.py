@@ -8,13 +8,12 @@ would request one page past the end.
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlparse
 
 import numpy as np
 
+from clicksmith.labelstudio.config import ProjectConfig
 from clicksmith.settings import Settings
 
 
@@ -58,55 +57,6 @@ def get_task(client, task_id: int) -> dict:
     if task.get("predictions") is None or any(isinstance(p, int) for p in task["predictions"]):
         task["predictions"] = [as_dict(p) for p in client.predictions.list(task=task_id)]
     return task
-
-
-# --- label config -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ProjectConfig:
-    """The tag names a brush result needs, read from the project's labeling config."""
-
-    brush_name: str
-    image_name: str
-    image_key: str  # key in task["data"] holding the image URL
-    labels: tuple[str, ...]
-    box_name: str | None
-
-    @property
-    def default_label(self) -> str:
-        return self.labels[0] if self.labels else "Object"
-
-
-def parse_config(label_config: str) -> ProjectConfig:
-    """Find the first BrushLabels and the Image it points to; ValueError if there is none."""
-    try:
-        root = ET.fromstring(label_config)
-    except ET.ParseError as exc:
-        raise ValueError(f"the project's labeling config is not valid XML: {exc}") from None
-    images = {el.get("name"): el.get("value", "") for el in root.iter("Image")}
-    brush = next(iter(root.iter("BrushLabels")), None)
-    if brush is None:
-        raise ValueError("the project's labeling config has no <BrushLabels>: nothing to write")
-    to_name = brush.get("toName", "")
-    if to_name not in images:
-        raise ValueError(f"<BrushLabels name={brush.get('name')!r}> points to no <Image>")
-    value = images[to_name]
-    if not value.startswith("$"):
-        raise ValueError(f"<Image name={to_name!r}> value {value!r} is not a task field ($name)")
-    box = next((el for el in root.iter("RectangleLabels") if el.get("toName") == to_name), None)
-    return ProjectConfig(
-        brush_name=brush.get("name", ""),
-        image_name=to_name,
-        image_key=value[1:],
-        labels=tuple(el.get("value", "") for el in brush.iter("Label")),
-        box_name=None if box is None else box.get("name"),
-    )
-
-
-def project_config(client, project_id: int) -> ProjectConfig:
-    project = as_dict(client.projects.get(project_id))
-    return parse_config(project.get("label_config") or "")
 
 
 # --- images ------------------------------------------------------------------------------------

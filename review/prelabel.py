@@ -13,24 +13,25 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 
 import numpy as np
 from label_studio_sdk.core.api_error import ApiError
 
+from clicksmith.labelstudio.config import ProjectConfig, project_config
+from clicksmith.labelstudio.regions import newest_box, newest_mask
+from clicksmith.labelstudio.results import brush_item
 from clicksmith.models import process_model
 from clicksmith.settings import Settings, load_settings
 from review import jobs
 from review.ls import (
-    ProjectConfig,
     as_dict,
     client_for,
     fetch_image,
     get_task,
     list_tasks,
-    project_config,
     task_image_url,
 )
-from review.masks import Source, brush_result, first_box, newest_mask
 
 log = logging.getLogger(__name__)
 
@@ -40,15 +41,37 @@ def has_version(task: dict, model_version: str) -> bool:
                for p in task.get("predictions") or [])
 
 
-def choose_source(task: dict, cfg: ProjectConfig, model_version: str) -> Source:
-    """Existing mask, else box, else nothing (zero clicks): the order issue 6 asks for."""
-    found = newest_mask(task, skip_model_version=model_version)
-    if found is None:
-        found = first_box(task)
-    if found is None:
-        return Source("none", cfg.default_label)
-    label = found.label if found.label in cfg.labels else cfg.default_label
-    return Source(found.kind, label, found.mask, found.box, found.origin)
+@dataclass(frozen=True)
+class Source:
+    """Where a task's pre-label comes from: an existing mask, a box, or nothing (zero clicks)."""
+
+    kind: str  # "mask" | "box" | "none"
+    label: str
+    mask: np.ndarray | None = None
+    box: tuple[float, float, float, float] | None = None  # (y0, x0, y1, x1) pixels
+    origin: str = ""  # "annotation:<id>" / "prediction:<id>" for the record
+
+
+def choose_source(task: dict, cfg: ProjectConfig, model_version: str,
+                  shape: tuple[int, int] | None = None) -> Source:
+    """Existing mask, else box, else nothing (zero clicks): refining what a person already
+    drew beats guessing inside their box, which beats guessing the main object.
+
+    The mask is the newest one of the brush control the pre-label is written to, on its Image,
+    at the image's `shape` when given (clicksmith.labelstudio.regions has the rule); this model
+    version's own predictions are never a source (a brush named `refine…` is a tool, not a
+    mask, hence the control filter). The box is the newest rectangle of any control."""
+    label = cfg.default_label
+    found = newest_mask(task, control=cfg.brush_name, image=cfg.image_name, size=shape,
+                        skip_model_version=model_version)
+    if found is not None:
+        label = found.label if found.label in cfg.labels else label
+        return Source("mask", label, mask=found.mask, origin=found.origin)
+    box = newest_box(task, skip_model_version=model_version)
+    if box is not None:
+        label = box.label if box.label in cfg.labels else label
+        return Source("box", label, box=box.box, origin=box.origin)
+    return Source("none", label)
 
 
 def prelabel_task(predictor, image: np.ndarray, source: Source):
@@ -116,11 +139,13 @@ def prelabel_batch(project_id: int, task_ids: list[int], run_id: str | None = No
 def _predict_one(predictor, client, settings: Settings, cfg: ProjectConfig, task: dict,
                  version: str) -> dict:
     image = fetch_image(task_image_url(task, cfg), settings, client)
-    source = choose_source(task, cfg, version)
+    source = choose_source(task, cfg, version, image.shape[:2])
     result = prelabel_task(predictor, image, source)
     score = float(result.quality)
+    item = brush_item(result.mask, brush=cfg.brush_name, image=cfg.image_name,
+                      label=source.label, score=score)
     return {"task": int(task["id"]), "model_version": version, "score": score,
-            "result": [brush_result(result.mask, cfg, source.label, score)]}
+            "result": [item]}
 
 
 def _write(client, project_id: int, predictions: list[dict]) -> None:

@@ -1,10 +1,11 @@
 """Ranking a project's masks by predicted quality, worst first, for human review.
 
-Every task's current mask (the newest annotation or prediction holding a brush region) is
-scored with `predictor.score_mask` — the model's IoU estimate for any mask, whoever drew it.
-Tasks with no mask at all rank first: they certainly need a person. Outputs: review.html
-(self-contained, base64 thumbnails), review.csv, review.json, and a saved Label Studio
-data-manager tab ordered by prediction score, ascending.
+Every task's current mask (the newest annotation or prediction holding a region of the
+project's first brush control: clicksmith.labelstudio.regions has the rule) is scored with
+`predictor.score_mask` — the model's IoU estimate for any mask, whoever drew it. Tasks with no
+mask at all rank first: they certainly need a person. Outputs: review.html (self-contained,
+base64 thumbnails), review.csv, review.json, and a saved Label Studio data-manager tab ordered
+by prediction score, ascending.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ import cv2
 import numpy as np
 
 from cdnet.fileio import atomic_write_bytes
+from clicksmith.labelstudio.config import project_config
+from clicksmith.labelstudio.regions import newest_mask
 from clicksmith.models import process_model
 from clicksmith.settings import Settings
-from review.ls import client_for, fetch_image, list_tasks, project_config, task_image_url
-from review.masks import newest_mask
+from review.ls import client_for, fetch_image, list_tasks, task_image_url
 
 THUMB = 192
 FIELDS = ("rank", "task", "score", "source", "label", "width", "height", "link", "error")
@@ -69,7 +71,7 @@ def score_tasks(settings: Settings, project_id: int, client=None, predictor=None
         try:
             image = fetch_image(task_image_url(task, cfg), settings, client)
             row["height"], row["width"] = image.shape[:2]
-            current = newest_mask(task)
+            current = newest_mask(task, control=cfg.brush_name, image=cfg.image_name)
             if current is None:
                 row["error"] = "no mask"
                 row["thumb"] = thumbnail(image, None)

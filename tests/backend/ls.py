@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.masks import mask_to_rle
+from clicksmith.labelstudio.results import mask_to_rle
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO / ".." / "shared"

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from backend.app import create_app
-from backend.masks import rle_to_mask
+from clicksmith.labelstudio.results import rle_to_mask
 from clicksmith.settings import load_settings
 from tests.backend.ls import FIXTURES, LABEL_CONFIG, fixture
 

@@ -8,9 +8,9 @@ import uuid
 import numpy as np
 import pytest
 
-from backend.masks import rle_to_mask
 from backend.sessions import KEY_PREFIX, session_key
 from cdnet import Click
+from clicksmith.labelstudio.results import rle_to_mask
 from tests.backend.conftest import REDIS_URL
 from tests.backend.ls import FIXTURES, fixture, keypoint, predict_body
 

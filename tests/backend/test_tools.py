@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backend.masks import rle_to_mask
 from cdnet import Click
 from cdnet.tools import fill_path, lasso_path, refine_band, rings_to_mask, superpixels
+from clicksmith.labelstudio.results import rle_to_mask
 from tests.backend.ls import REPO, brush, keypoint, predict_body, task
 
 H, W = 72, 96

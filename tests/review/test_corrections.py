@@ -9,10 +9,11 @@ import cv2
 import numpy as np
 import pytest
 
+from cdnet.eval.metrics import iou
+from clicksmith.labelstudio.config import parse_config
+from clicksmith.labelstudio.results import brush_item
 from clicksmith.settings import load_settings
 from review.corrections import handle_event, project_dir, read_manifest
-from review.ls import parse_config
-from review.masks import brush_result, iou
 from tests.review.conftest import SHARED
 from tests.review.lsfake import LABEL_CONFIG
 
@@ -27,8 +28,8 @@ def _mask(y0, y1, x0, x1, size=96):
 
 def _payload(fake_ls, ann_id=11, task_id=1, mask=None, stamp="2026-02-01T10:00:00Z",
              action="ANNOTATION_CREATED", config=LABEL_CONFIG, label="Object"):
-    cfg = parse_config(config)
-    item = brush_result(mask, cfg, label, 1.0)
+    cfg = parse_config(config, interactive=False)
+    item = brush_item(mask, brush=cfg.brush_name, image=cfg.image_name, label=label, score=1.0)
     task = {k: v for k, v in fake_ls.tasks[task_id].items() if k not in {"predictions"}}
     return {"action": action,
             "annotation": {"id": ann_id, "task": task_id, "project": 3, "result": [item],
@@ -43,7 +44,8 @@ def _snapshot(folder):
 
 
 def _add_prediction(fake_ls, task_id, mask, version="cdnet-test-1"):
-    item = brush_result(mask, parse_config(LABEL_CONFIG), "Object", 0.7)
+    cfg = parse_config(LABEL_CONFIG, interactive=False)
+    item = brush_item(mask, brush=cfg.brush_name, image=cfg.image_name, label="Object", score=0.7)
     fake_ls.predictions.append({"id": 500 + task_id, "task": task_id, "result": [item],
                                 "score": 0.7, "model_version": version,
                                 "created_at": "2026-01-05T00:00:00Z"})
@@ -126,7 +128,9 @@ def test_recorded_label_studio_payloads(fake_ls, env):
     assert handle_event(copy.deepcopy(body))["stored"] == 0
 
     config = body["project"]["label_config"]
-    item = brush_result(_mask(5, 50, 5, 50), parse_config(config), "obj", 1.0)
+    cfg = parse_config(config, interactive=False)
+    item = brush_item(_mask(5, 50, 5, 50), brush=cfg.brush_name, image=cfg.image_name,
+                      label="obj", score=1.0)
     body["annotation"]["result"].append(item)
     out = handle_event(copy.deepcopy(body))
     assert out["stored"] == 1

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from clicksmith.cli import main as cli
-from review.masks import decode_brush
+from clicksmith.labelstudio.results import decode_brush
 from tests.review.conftest import wait_until
 
 
@@ -27,11 +27,13 @@ def test_prelabel_20_tasks_with_two_workers(fake_ls, env, workers, capsys):
          "value": {"x": 10, "y": 20, "width": 30, "height": 40, "rectanglelabels": ["Object"]}}]}]
     prior = np.zeros((96, 96), bool)
     prior[30:70, 25:60] = True
-    from review.ls import parse_config
-    from review.masks import brush_result
+    from clicksmith.labelstudio.config import parse_config
+    from clicksmith.labelstudio.results import brush_item
     from tests.review.lsfake import LABEL_CONFIG
 
-    item = brush_result(prior, parse_config(LABEL_CONFIG), "Object", 1.0)
+    cfg = parse_config(LABEL_CONFIG, interactive=False)
+    item = brush_item(prior, brush=cfg.brush_name, image=cfg.image_name, label="Object",
+                      score=1.0)
     fake_ls.tasks[4]["annotations"] = [{"id": 40, "created_at": "2026-01-02T00:00:00Z",
                                         "result": [item]}]
 

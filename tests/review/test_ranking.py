@@ -11,13 +11,15 @@ import cv2
 import numpy as np
 
 from clicksmith.cli import main as cli
-from review.ls import parse_config
-from review.masks import brush_result
+from clicksmith.labelstudio.config import parse_config
+from clicksmith.labelstudio.results import brush_item
 from tests.review.lsfake import LABEL_CONFIG, blob_image
 
 
 def _result(mask):
-    return [brush_result(mask, parse_config(LABEL_CONFIG), "Object", 0.5)]
+    cfg = parse_config(LABEL_CONFIG, interactive=False)
+    return [brush_item(mask, brush=cfg.brush_name, image=cfg.image_name, label="Object",
+                       score=0.5)]
 
 
 def test_review_ranks_reports_and_creates_view(fake_ls, env, tmp_path, capsys):

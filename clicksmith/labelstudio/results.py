@@ -1,0 +1,175 @@
+"""Masks in Label Studio results: brush RLE (encode, strict decode), polygons, result items.
+
+Why the SDK's RLE (label_studio_sdk.converter.brush): it is the format the Label Studio editor
+decodes, so using its own encoder keeps our masks byte-compatible with what annotators paint.
+Label Studio stores a brush region as its RLE of an RGBA image (alpha = mask) at the image's
+original resolution.
+
+One encoder (`mask_to_rle`), one strict decoder (`rle_to_mask`, and `decode_brush` for a whole
+result item: both raise ValueError with the reason, so a region of another image size is never
+reshaped into nonsense), and one builder of result items (`result_items`), used by the
+backend's /predict answer and the pre-label job alike.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import cv2
+import numpy as np
+from label_studio_sdk.converter.brush import decode_rle, mask2rle
+
+
+def mask_to_rle(mask: np.ndarray) -> list[int]:
+    """A bool/0-1 HxW mask as Label Studio brush RLE (alpha 255 inside the mask)."""
+    if mask.ndim != 2:
+        raise ValueError(f"mask must be 2-D, got shape {mask.shape}")
+    alpha = mask.astype(bool, copy=False).view(np.uint8) * np.uint8(255)
+    return [int(v) for v in mask2rle(alpha)]
+
+
+def rle_to_mask(rle: object, height: int, width: int) -> np.ndarray:
+    """Decode Label Studio brush RLE of a `height` x `width` image to a bool mask.
+
+    ValueError when the RLE is malformed or encodes a different number of pixels, so a stroke
+    from another image size can never be silently reshaped into nonsense.
+    """
+    if not isinstance(rle, list) or not rle:
+        raise ValueError("brush RLE must be a non-empty list of byte values")
+    if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in rle):
+        raise ValueError("brush RLE must hold integers 0..255")
+    try:
+        flat = decode_rle(rle)
+    except Exception as exc:  # truncated bit streams raise ValueError/IndexError inside the SDK
+        raise ValueError(f"brush RLE cannot be decoded: {exc}") from None
+    if flat.size != height * width * 4:
+        raise ValueError(
+            f"brush RLE holds {flat.size // 4} pixels, the image has {height}x{width}"
+        )
+    return flat.reshape(height, width, 4)[:, :, 3] > 127
+
+
+def _size(value: object, what: str) -> int:
+    """A positive pixel count (an int, or a float holding one, as JSON may give)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"brush result has no numeric {what}")
+    if value != int(value) or value <= 0:
+        raise ValueError(f"brush result {what} {value!r} is not a positive whole number")
+    return int(value)
+
+
+def decode_brush(item: object) -> np.ndarray:
+    """A brushlabels result item as a bool HxW mask (ValueError naming what is wrong)."""
+    if not isinstance(item, dict):
+        raise ValueError("a result item must be an object")
+    value = item.get("value")
+    if not isinstance(value, dict) or "rle" not in value:
+        raise ValueError("brush result lacks value.rle")
+    if value.get("format", "rle") != "rle":
+        raise ValueError(f"brush result format {value.get('format')!r} is not rle")
+    height = _size(item.get("original_height"), "original_height")
+    width = _size(item.get("original_width"), "original_width")
+    return rle_to_mask(value["rle"], height, width)
+
+
+def mask_to_polygons(mask: np.ndarray, min_area: float = 16.0,
+                     min_iou: float = 0.98) -> list[list[list[float]]]:
+    """The mask's parts as Label Studio polygons: lists of [x%, y%] points, largest first.
+
+    Simplified by cdnet.tools.polygons with the coarsest tolerance that keeps IoU >= `min_iou`
+    (few vertices keep the editor responsive); holes are joined to their part's outline through
+    a zero-width bridge, since Label Studio polygons have no holes. Parts smaller than
+    `min_area` pixels are left out when the rest still meets `min_iou` (specks would each be a
+    region to delete).
+    """
+    from cdnet.tools.polygons import keyhole_ring, mask_to_parts
+
+    mask = mask.astype(bool)
+    h, w = mask.shape
+    kept = mask
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    small = stats[1:, cv2.CC_STAT_AREA] < min_area
+    if small.any():
+        drop = np.concatenate([[False], small])
+        lost = int(stats[1:, cv2.CC_STAT_AREA][small].sum())
+        if 1.0 - lost / max(int(mask.sum()), 1) >= min_iou:  # IoU of the kept part vs the mask
+            kept = mask & ~drop[labels]
+    polygons = []
+    for part in mask_to_parts(kept, min_iou=min_iou, keyhole=True):
+        ring = keyhole_ring(part)
+        if len(ring) < 3:
+            continue
+        polygons.append([[float(x) * 100.0 / w, float(y) * 100.0 / h] for x, y in ring.tolist()])
+    return polygons
+
+
+def path_points(path: np.ndarray, tolerance: float = 1.0) -> list[tuple[float, float]]:
+    """An (N, 2) (y, x) pixel path as simplified (x, y) points for an open polygon."""
+    pts = np.ascontiguousarray(path[:, ::-1], dtype=np.int32).reshape(-1, 1, 2)
+    approx = cv2.approxPolyDP(pts, tolerance, False).reshape(-1, 2)
+    return [(float(x), float(y)) for x, y in approx.tolist()]
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+def result_items(mask: np.ndarray, *, brush: str, image: str, label: str, score: float,
+                 polygon: str | None = None, path: np.ndarray | None = None) -> list[dict]:
+    """Label Studio result items for `mask` (HxW, the image's original size) of `label`.
+
+    Always the brush region (control `brush` on Image `image`); with a PolygonLabels control
+    `polygon`: the mask's parts as closed polygons too, led by `path` (an open edge lasso's
+    (N, 2) (y, x) pixels, shown as an open polygon) when it has two points or more. Every item
+    gets a fresh random `id`; the rest is fixed, key order included (what the backend answered
+    before this builder was shared).
+    """
+    h, w = mask.shape
+    common = {
+        "to_name": image,
+        "original_width": int(w),
+        "original_height": int(h),
+        "image_rotation": 0,
+        "score": float(score),
+        "readonly": False,
+    }
+    items = [{
+        "id": _new_id(),
+        "from_name": brush,
+        "type": "brushlabels",
+        "value": {"format": "rle", "rle": mask_to_rle(mask), "brushlabels": [label]},
+        **common,
+    }]
+    if polygon is None:
+        return items
+    if path is not None and len(path) > 1:
+        # an open edge lasso: show its snapped path (the mask itself is unchanged yet)
+        items.append({
+            "id": _new_id(),
+            "from_name": polygon,
+            "type": "polygonlabels",
+            "value": {
+                "points": [[float(x) * 100.0 / w, float(y) * 100.0 / h]
+                           for x, y in path_points(path)],
+                "closed": False,
+                "polygonlabels": [label],
+            },
+            "meta": {"text": ["lasso path"]},
+            **common,
+        })
+    for points in mask_to_polygons(mask):
+        items.append({
+            "id": _new_id(),
+            "from_name": polygon,
+            "type": "polygonlabels",
+            "value": {"points": points, "closed": True, "polygonlabels": [label]},
+            **common,
+        })
+    return items
+
+
+def brush_item(mask: np.ndarray, *, brush: str, image: str, label: str,
+               score: float) -> dict:
+    """The one brush result item of `mask` (`result_items` without polygons)."""
+    (item,) = result_items(mask, brush=brush, image=image, label=label, score=score)
+    return item

@@ -1,8 +1,10 @@
 """The frame the network sees: a crop of the image resized to a multiple of 16.
 
-One `View` covers both test-time steps: the whole-image resize (first click) and the zoom-in
-around the object (later clicks). `transform_*` maps into the network frame, `inv_transform`
-maps predictions back, pasting them over the previous full-resolution map.
+One `View` covers the crop-and-resize steps: the whole-image resize and the box (first click)
+and the zoom-in around the object (later clicks). `transform_*` maps into the network frame,
+`inv_transform` maps predictions back, pasting them over the previous full-resolution map. The
+predictor uses views through its frame pipeline (`cdnet.inference.frame`), which chooses the
+view and stacks it with the box.
 
 Work stays proportional to the network frame, not to the photo: the image is sampled from a
 cached pyramid level only a little larger than the frame, a large crop's mask is sampled at 2x2

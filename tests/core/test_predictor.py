@@ -15,14 +15,29 @@ from cdnet.inference.views import View, zoom_view
 from tests.conftest import disk_image
 
 
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max((a | b).sum(), 1))
+
+
 def test_predict_returns_full_resolution_mask_probs_and_quality(predictor):
-    img, _ = disk_image()
+    img, gt = disk_image()
     r = predictor.predict(img, clicks=[Click(80, 100)])
     assert r.mask.shape == img.shape[:2] and r.mask.dtype == bool
     assert r.probs.shape == img.shape[:2] and r.probs.dtype == np.float32
-    assert 0.0 <= r.probs.min() and r.probs.max() <= 1.0
     assert np.array_equal(r.mask, r.probs > 0.5)
-    assert 0.0 <= r.quality <= 1.0 and r.disagreement >= 0.0
+    assert r.mask[80, 100] and _iou(r.mask, gt) > 0.9  # measured 0.98
+    assert abs(r.quality - _iou(r.mask, gt)) < 0.15  # the predicted IoU is an IoU (0.92)
+    assert r.disagreement < 0.05  # the heads agree on a clear disk (measured 0.015)
+
+
+def test_a_negative_click_takes_its_pixel_out_and_quality_follows(predictor):
+    img, gt = disk_image()
+    s = predictor.session(img)
+    s.add_click(Click(80, 100))
+    r = s.add_click(Click(80, 130, positive=False))  # inside the disk: the user wants less
+    assert not r.mask[80, 130] and r.mask[80, 100]
+    assert _iou(r.mask, gt) < 0.9  # it did remove part of the disk (measured 0.78)
+    assert abs(r.quality - _iou(r.mask, gt)) < 0.15  # and says so (0.85)
 
 
 @pytest.mark.parametrize("shape", [(64, 64), (64, 64, 1), (90, 70, 4), (3000, 4000, 3)])
@@ -150,10 +165,19 @@ def test_box_limits_the_mask(predictor):
     assert not r.mask[:, :60].any() and not r.mask[:, 140:].any()
 
 
-def test_score_mask_is_a_probability(predictor):
-    img, mask = disk_image()
-    q = predictor.score_mask(img, mask)
-    assert 0.0 <= q <= 1.0
+def test_score_mask_estimates_the_iou_of_any_mask(predictor):
+    """The score of a mask follows its true IoU with the object: near it for masks of IoU 1,
+    about 0.5 and 0, and in the same order."""
+    img, gt = disk_image()
+    half = gt.copy()
+    half[:, 100:] = False
+    square = np.zeros_like(gt)
+    square[30:130, 50:150] = True
+    masks = [gt, np.roll(gt, 20, axis=1), half, square, np.zeros_like(gt)]
+    true = [_iou(m, gt) for m in masks]  # 1.0, 0.52, 0.49, 0.50, 0.0
+    scores = [predictor.score_mask(img, m) for m in masks]  # measured 0.93, 0.57, 0.51, 0.56, 0.02
+    assert max(abs(s - t) for s, t in zip(scores, true, strict=True)) < 0.15, scores
+    assert scores[0] == max(scores) and scores[-1] == min(scores)
 
 
 def test_view_transforms_invert():

@@ -127,10 +127,9 @@ def test_grabcut_baseline_on_real_grabcut_images():
 
 
 def _real_predictor(progressive):
-    cdnet = pytest.importorskip("cdnet")
-    if not hasattr(cdnet, "load_predictor"):
-        pytest.skip("cdnet.load_predictor is not available in this build")
-    return cdnet.load_predictor(progressive=progressive)
+    from cdnet import load_predictor
+
+    return load_predictor(progressive=progressive)
 
 
 @pytest.mark.slow
@@ -145,17 +144,13 @@ def test_cdnet_predictor_runs_through_the_same_harness():
         r = evaluate(p, [s], progress=False, max_clicks=2, label=p.model_version)
         o = r["per_object"][0]
         assert 1 <= len(o["clicks"]) <= 2 and len(o["ious"]) == len(o["clicks"])
-        assert all(0.0 <= v <= 1.0 for v in o["ious"]) and r["spc"] > 0
+        assert o["ious"][0] > 0.8 and r["spc"] > 0  # the first click finds the object (0.89)
 
 
 @pytest.mark.slow
 def test_shipped_model_beats_the_noc_bound_on_5_grabcut_images():
     need_dataset("grabcut")
-    p = _real_predictor(False)
-    if p.model_version.endswith("-untrained"):
-        pytest.skip("no trained weights are bundled yet (model_version "
-                    f"{p.model_version}); this bound applies to the shipped model")
-    r = evaluate(p, "grabcut", max_objects=5, progress=False)
+    r = evaluate(_real_predictor(False), "grabcut", max_objects=5, progress=False)
     assert r["noc90"] < NOC90_BOUND_GRABCUT5, r["per_object"]
 
 

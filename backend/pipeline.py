@@ -43,8 +43,9 @@ from backend.sessions import Box, SessionRecord
 from backend.tools import Locks, mask_digest, remember, run_tools
 from cdnet.clicks import Click
 from cdnet.inference.image import PreparedImage, as_mask
-from cdnet.inference.predictor import Predictor, SessionState
+from cdnet.inference.predictor import SessionState
 from cdnet.inference.views import box_mask
+from clicksmith.models import SegmentationModel
 
 
 class Kind(StrEnum):
@@ -78,7 +79,7 @@ class Outcome:
 class Work:
     """One request's interaction while it is being answered; never outlives the request."""
 
-    predictor: Predictor
+    predictor: SegmentationModel
     image: PreparedImage
     prompt: PixelPrompt
     record: SessionRecord
@@ -124,9 +125,9 @@ class Work:
         self.clicks_run += 1
 
 
-def run_interaction(predictor: Predictor, image: PreparedImage, url: str, prompt: PixelPrompt,
-                    record: SessionRecord | None, newest_region: np.ndarray | None,
-                    tool_cache: dict | None = None,
+def run_interaction(predictor: SegmentationModel, image: PreparedImage, url: str,
+                    prompt: PixelPrompt, record: SessionRecord | None,
+                    newest_region: np.ndarray | None, tool_cache: dict | None = None,
                     superpixel_size: int = 16) -> tuple[Outcome, SessionRecord]:
     """Answer one prompt. `newest_region`: the task's newest brush region of this label and
     control, decoded (the prior of a new session; an edit to adopt in a running one);
@@ -139,7 +140,7 @@ def run_interaction(predictor: Predictor, image: PreparedImage, url: str, prompt
     return finalise(work)
 
 
-def load_session(predictor: Predictor, image: PreparedImage, url: str, prompt: PixelPrompt,
+def load_session(predictor: SegmentationModel, image: PreparedImage, url: str, prompt: PixelPrompt,
                  record: SessionRecord | None, newest_region: np.ndarray | None) -> Work:
     """The stored session to continue, or a new one whose prior is the task's newest region.
     A box that differs from the session's starts over inside it (the base prior kept)."""

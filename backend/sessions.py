@@ -14,8 +14,9 @@ import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from backend.errors import ApiError
 from cdnet.clicks import Click
@@ -124,6 +125,20 @@ def session_key(project: str, task: object, image: str, brush: str, label: str) 
     with a reused id never inherits old sessions."""
     parts = [str(project), str(task), image, brush, label]
     return ":".join(p.replace(":", "_") for p in parts)
+
+
+class SessionStore(Protocol):
+    """Where sessions live: in this process (`MemorySessionStore`) or in Redis (shared)."""
+
+    kind: str
+
+    def get(self, key: str) -> SessionRecord | None: ...
+
+    def put(self, key: str, record: SessionRecord) -> None: ...
+
+    def delete(self, key: str) -> None: ...
+
+    def lock(self, key: str) -> AbstractContextManager[None]: ...
 
 
 class MemorySessionStore:

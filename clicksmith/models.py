@@ -37,7 +37,8 @@ State = Literal["idle", "loading", "ready", "error"]
 
 @runtime_checkable
 class SegmentationModel(Protocol):
-    """What the backend and the workers call on a model (`cdnet.Predictor` is one)."""
+    """What the backend and the workers call on a model (`cdnet.Predictor` is one); `step` is
+    the interaction pipeline's one network run per click (backend.pipeline)."""
 
     @property
     def model_version(self) -> str: ...
@@ -51,6 +52,9 @@ class SegmentationModel(Protocol):
                 box: Box | None = None, state: SessionState | None = None) -> Session: ...
 
     def score_mask(self, image: np.ndarray | PreparedImage, mask: np.ndarray) -> float: ...
+
+    def step(self, image: PreparedImage, state: SessionState,
+             click: Click) -> tuple[SessionState, Result]: ...
 
 
 ModelLoader = Callable[[Settings], SegmentationModel]

@@ -4,8 +4,6 @@ and malformed stored data never raising."""
 
 from __future__ import annotations
 
-import random
-
 import numpy as np
 import pytest
 
@@ -262,49 +260,3 @@ def test_newest_box_in_pixels():
     assert newest_box(task).label == "B"
     assert newest_box(task, image="other") is None
     assert newest_box(task, control="box").label == "B"
-
-
-# --- the backend's former reader, as the lead's engine had it -------------------------------
-
-
-def _old_task_regions(task, control, image, label, height, width):
-    """backend.engine.task_regions before the move (string time order), for equivalence."""
-    candidates = []
-    for rank, key in enumerate(("predictions", "annotations", "drafts")):
-        for container in task.get(key) or []:
-            if not isinstance(container, dict) or container.get("was_cancelled"):
-                continue
-            stamp = str(container.get("updated_at") or container.get("created_at") or "")
-            for item in container.get("result") or []:
-                value = item.get("value")
-                if (str(item.get("type", "")).lower() == "brushlabels" and "rle" in value
-                        and item.get("from_name") == control and item.get("to_name") == image
-                        and label in (value.get("brushlabels") or [])
-                        and item.get("original_width") == width
-                        and item.get("original_height") == height):
-                    candidates.append((stamp, rank, item))
-    ordered = sorted(enumerate(candidates), key=lambda c: (c[1][0], c[1][1], c[0]),
-                     reverse=True)
-    return [c[1][2] for c in ordered]
-
-
-def test_task_regions_matches_the_backends_former_reader_on_well_formed_tasks():
-    rng = random.Random(3)
-    stamps = [T1, T2, T3, None]
-    for _ in range(300):
-        task = {}
-        for key in ALL_WORK:
-            task[key] = []
-            for _n in range(rng.randint(0, 3)):
-                items = []
-                for _ in range(rng.randint(0, 3)):
-                    item = brush(square(rng.randint(0, 8), rng.randint(0, 12)),
-                                 label=rng.choice("AB"), control=rng.choice(["mask", "m2"]))
-                    if rng.random() < 0.2:
-                        item["original_width"] = W + 1
-                    items.append(item)
-                extra = {"was_cancelled": True} if rng.random() < 0.15 else {}
-                task[key].append(entry(rng.randint(0, 99), rng.choice(stamps), *items, **extra))
-        new = task_regions(task, "mask", "image", "A", H, W)
-        old = _old_task_regions(task, "mask", "image", "A", H, W)
-        assert [id(i) for i in new] == [id(i) for i in old]

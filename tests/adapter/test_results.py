@@ -4,7 +4,6 @@ exact shape of the result items the backend answers and the pre-label job writes
 from __future__ import annotations
 
 import json
-import uuid
 
 import numpy as np
 import pytest
@@ -13,9 +12,7 @@ from label_studio_sdk.converter.brush import decode_rle
 from clicksmith.labelstudio.results import (
     brush_item,
     decode_brush,
-    mask_to_polygons,
     mask_to_rle,
-    path_points,
     result_items,
     rle_to_mask,
 )
@@ -103,84 +100,6 @@ def test_decode_brush_refusals(change, message):
 def test_decode_brush_refuses_a_non_object():
     with pytest.raises(ValueError, match="must be an object"):
         decode_brush([1, 2])
-
-
-def _old_backend_items(brush, image, label, polygon, mask, quality, path, width, height):
-    """backend.service.Backend._result_items before the builder was shared, verbatim apart
-    from taking plain values: what Label Studio was answered, to stay bit-for-bit equal."""
-    common = {
-        "to_name": image,
-        "original_width": width,
-        "original_height": height,
-        "image_rotation": 0,
-        "score": quality,
-        "readonly": False,
-    }
-    items = [
-        {
-            "id": uuid.uuid4().hex[:10],
-            "from_name": brush,
-            "type": "brushlabels",
-            "value": {
-                "format": "rle",
-                "rle": mask_to_rle(mask),
-                "brushlabels": [label],
-            },
-            **common,
-        }
-    ]
-    if polygon is not None and path is not None and len(path) > 1:
-        h, w = height, width
-        items.append({
-            "id": uuid.uuid4().hex[:10],
-            "from_name": polygon,
-            "type": "polygonlabels",
-            "value": {
-                "points": [[float(x) * 100.0 / w, float(y) * 100.0 / h]
-                           for x, y in path_points(path)],
-                "closed": False,
-                "polygonlabels": [label],
-            },
-            "meta": {"text": ["lasso path"]},
-            **common,
-        })
-    if polygon is not None:
-        for points in mask_to_polygons(mask):
-            items.append(
-                {
-                    "id": uuid.uuid4().hex[:10],
-                    "from_name": polygon,
-                    "type": "polygonlabels",
-                    "value": {
-                        "points": points,
-                        "closed": True,
-                        "polygonlabels": [label],
-                    },
-                    **common,
-                }
-            )
-    return items
-
-
-def _without_ids(items: list[dict]) -> str:
-    for item in items:
-        assert isinstance(item["id"], str) and len(item["id"]) == 10
-    return json.dumps([{**i, "id": ""} for i in items])
-
-
-@pytest.mark.parametrize("polygon,path", [
-    (None, None), (None, PATH), ("poly", None), ("poly", PATH), ("poly", PATH[:1]),
-])
-@pytest.mark.parametrize("which", ["shapes", "random", "empty"])
-def test_result_items_are_what_the_backend_answered_before(polygon, path, which):
-    mask = {"shapes": _mask(), "random": np.random.default_rng(5).random((23, 31)) > 0.7,
-            "empty": np.zeros((9, 7), bool)}[which]
-    h, w = mask.shape
-    new = result_items(mask, brush="mask", image="image", label="Object", score=0.8125,
-                       polygon=polygon, path=path)
-    old = _old_backend_items("mask", "image", "Object", polygon, mask, 0.8125, path, w, h)
-    assert _without_ids(new) == _without_ids(old)  # same keys, order and values
-    assert len({i["id"] for i in new}) == len(new)
 
 
 def test_result_items_exact_shape():

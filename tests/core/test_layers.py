@@ -68,3 +68,17 @@ def test_inside_cdnet_the_model_and_inference_import_no_tool_above_them():
         if name.startswith("cdnet") and not name.startswith(below)
     ]
     assert offenders == []
+
+
+def test_backend_and_review_meet_only_in_the_application_layer():
+    """backend/ (HTTP) and review/ (jobs) share code only through clicksmith/ and cdnet/; the
+    application layer imports neither (its CLI names their commands as strings)."""
+    rules = {"backend": ("review",), "review": ("backend",), "clicksmith": ("backend", "review")}
+    offenders = [
+        f"{path.relative_to(REPO)}: {name}"
+        for package, forbidden in rules.items()
+        for path in sorted((REPO / package).rglob("*.py"))
+        for name in _imported_modules(path)
+        if name.split(".")[0] in forbidden
+    ]
+    assert offenders == []

@@ -12,7 +12,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from backend.auth import require_basic_auth, require_webhook_secret
 from backend.errors import ApiError
-from backend.jobs import CORRECTIONS_JOB, RETRAIN_JOB, JobQueue
+from clicksmith.queue import CORRECTIONS_JOB, RETRAIN_JOB, JobQueue, QueueUnavailable
 
 status = Blueprint("status", __name__)
 ml = Blueprint("ml", __name__)
@@ -123,7 +123,10 @@ def _enqueue(job_name: str, argument, **answer):
     queue = _queue()
     if not queue.enabled:
         return jsonify({"status": "ignored", "reason": "REDIS_URL is not set: no job queue"})
-    job = queue.enqueue(job_name, argument)
+    try:
+        job = queue.enqueue(job_name, argument)
+    except QueueUnavailable as exc:  # Redis down: Label Studio shows the reason
+        raise ApiError(503, str(exc)) from None
     backend().metrics.inc("jobs_enqueued", job=job_name)
     return jsonify({"status": "queued", "job_id": job, **answer}), 201
 

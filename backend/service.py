@@ -7,15 +7,13 @@ factory builds one per app, so tests and gunicorn workers never share hidden glo
 from __future__ import annotations
 
 import logging
-import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from backend.engine import find_seed
 from backend.errors import ApiError
-from backend.images import CachedImage, ImageCache, ImageFetcher
-from backend.jobs import JobQueue
+from backend.image_cache import CachedImage, ImageCache, TaskImages
 from backend.metrics import Metrics
 from backend.pipeline import Outcome, run_interaction
 from backend.prompts import Prompt, parse_context
@@ -24,6 +22,7 @@ from backend.tools import precompute_superpixels
 from clicksmith.labelstudio.config import ConfigError, ImageTarget, ProjectConfig, parse_config
 from clicksmith.labelstudio.results import result_items
 from clicksmith.models import ModelService
+from clicksmith.queue import JobQueue
 from clicksmith.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -39,14 +38,7 @@ class Backend:
         self.model = model
         self.metrics = Metrics()
         self.images = ImageCache(settings.image_cache_size)
-        self._download_dir = tempfile.TemporaryDirectory(prefix="clicksmith-images-")
-        self.fetcher = ImageFetcher(
-            settings.label_studio_url,
-            settings.label_studio_api_key,
-            settings.allowed_image_hosts,
-            settings.max_image_pixels,
-            self._download_dir.name,
-        )
+        self.fetcher = TaskImages(settings)  # the adapter's image rules, errors as ApiError
         if settings.redis_url:
             self.sessions: Any = RedisSessionStore(settings.redis_url, settings.session_ttl_seconds)
         else:

@@ -91,8 +91,9 @@ def free_port() -> int:
 
 def start_server(port: int, log: Path, threads: int, redis_url: str,
                  flip: bool) -> subprocess.Popen:
+    # the synthetic images are written beside the log: the only folder the server may read
     env = dict(os.environ, TORCH_THREADS=str(threads), REDIS_URL=redis_url,
-               FLIP_AVERAGE=str(flip).lower())
+               FLIP_AVERAGE=str(flip).lower(), LOCAL_IMAGE_ROOTS=str(log.parent))
     proc = subprocess.Popen(
         [sys.executable, "-m", "clicksmith.cli", "serve", "--port", str(port), "--workers", "1",
          "--log-level", "warning"],

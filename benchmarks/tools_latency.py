@@ -147,7 +147,9 @@ def through_predict(stem: str) -> dict:
     gt = cv2.resize(gt.astype(np.uint8), (1024, 1024), interpolation=cv2.INTER_NEAREST) > 0
     config = (REPO / "config" / "labeling-tools.xml").read_text()
     predictor = load_predictor(threads=1)
-    app = create_app(load_settings(env={}), predictor_loader=lambda s: predictor)
+    # the images are written to a temporary folder below: the only one the app may read
+    settings = load_settings(env={}, local_image_roots=tempfile.gettempdir())
+    app = create_app(settings, predictor_loader=lambda s: predictor)
     app.extensions["clicksmith"].model.wait(60)
     client = app.test_client()
     with tempfile.TemporaryDirectory() as tmp:

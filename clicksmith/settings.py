@@ -34,6 +34,7 @@ class Settings:
     label_studio_url: str
     label_studio_api_key: str
     allowed_image_hosts: str
+    local_image_roots: str
     basic_auth_user: str
     basic_auth_pass: str
     webhook_secret: str

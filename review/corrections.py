@@ -25,15 +25,11 @@ import numpy as np
 
 from cdnet.eval.metrics import iou
 from cdnet.fileio import atomic_write_bytes
+from clicksmith.labelstudio.client import as_dict, client_for
 from clicksmith.labelstudio.config import ProjectConfig, parse_config, project_config
+from clicksmith.labelstudio.images import load_task_image
 from clicksmith.labelstudio.regions import merge_brush_regions
 from clicksmith.settings import REPO_ROOT, Settings, load_settings
-from review.ls import (
-    as_dict,
-    client_for,
-    fetch_image,
-    task_image_url,
-)
 
 log = logging.getLogger(__name__)
 HANDLED = {"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED",
@@ -152,7 +148,7 @@ def store_annotation(settings: Settings, project_id: int, ann: dict, task: dict 
             image_path = folder / "images" / f"t{task_id}.png"
             if not image_path.is_file():
                 task = task if task and task.get("data") else as_dict(client.tasks.get(task_id))
-                image = fetch_image(task_image_url(task, cfg), settings, client)
+                image = load_task_image(settings, task, cfg)
                 changed += _write_if_changed(image_path, _png(image[:, :, ::-1]))
             prediction = _prelabel_prediction(client, ann, task_id)
             pred_regions = dict(merge_brush_regions(prediction.get("result"))) if prediction else {}

@@ -1,4 +1,5 @@
-"""Redis, the RQ queue, and "runs": one CLI invocation's batch jobs, tracked together.
+"""Runs: one CLI invocation's batch jobs, tracked together (the queue itself, its Redis
+connection and retry policy are clicksmith.queue's).
 
 Why runs: `clicksmith prelabel` splits a project into many RQ jobs; a user wants one id to
 follow. A run is a Redis hash (project, total, start time, job ids) plus a set of finished task
@@ -12,33 +13,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from clicksmith.settings import Settings
-
 PREFIX = "clicksmith"
-
-
-def redis_conn(settings: Settings):
-    if not settings.redis_url:
-        raise ValueError("REDIS_URL is not set: jobs need a Redis shared by the workers")
-    from redis import Redis
-
-    return Redis.from_url(settings.redis_url)
-
-
-def queue(settings: Settings, conn=None, name: str | None = None):
-    from rq import Queue
-
-    return Queue(name or settings.queue_name, connection=conn or redis_conn(settings),
-                 default_timeout=settings.job_timeout_seconds)
-
-
-def retry_policy(settings: Settings):
-    """RQ retries with a short back-off; a killed worker's job comes back the same way."""
-    from rq import Retry
-
-    if settings.job_retries <= 0:
-        return None
-    return Retry(max=settings.job_retries, interval=[5, 30, 120][: settings.job_retries])
 
 
 def run_key(run_id: str) -> str:

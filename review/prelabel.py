@@ -18,20 +18,21 @@ from dataclasses import dataclass
 import numpy as np
 from label_studio_sdk.core.api_error import ApiError
 
+from clicksmith import queue
+from clicksmith.labelstudio.client import (
+    LabelStudioError,
+    as_dict,
+    client_for,
+    get_task,
+    list_tasks,
+)
 from clicksmith.labelstudio.config import ProjectConfig, project_config
+from clicksmith.labelstudio.images import load_task_image
 from clicksmith.labelstudio.regions import newest_box, newest_mask
 from clicksmith.labelstudio.results import brush_item
 from clicksmith.models import process_model
 from clicksmith.settings import Settings, load_settings
 from review import jobs
-from review.ls import (
-    as_dict,
-    client_for,
-    fetch_image,
-    get_task,
-    list_tasks,
-    task_image_url,
-)
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ def prelabel_task(predictor, image: np.ndarray, source: Source):
 def prelabel_batch(project_id: int, task_ids: list[int], run_id: str | None = None) -> dict:
     """RQ job: pre-label `task_ids` of `project_id` and write them in one bulk request."""
     settings = load_settings()
-    conn = jobs.redis_conn(settings)
+    conn = queue.redis_conn(settings)
     client = client_for(settings)
     predictor = process_model(settings)
     version = predictor.model_version
@@ -119,7 +120,10 @@ def prelabel_batch(project_id: int, task_ids: list[int], run_id: str | None = No
         else:
             try:
                 pending.append(_predict_one(predictor, client, settings, cfg, task, version))
-            except ValueError as exc:  # bad image / URL: report it, retrying would not help
+            except (ValueError, LabelStudioError) as exc:
+                if getattr(exc, "transient", False):
+                    raise  # LS or the image host down: fail the job, RQ retries it
+                # bad image / URL: report it, retrying would not help
                 log.warning("task %s: %s", task_id, exc)
                 errors[task_id] = str(exc)
                 stats["failed"] += 1
@@ -138,7 +142,7 @@ def prelabel_batch(project_id: int, task_ids: list[int], run_id: str | None = No
 
 def _predict_one(predictor, client, settings: Settings, cfg: ProjectConfig, task: dict,
                  version: str) -> dict:
-    image = fetch_image(task_image_url(task, cfg), settings, client)
+    image = load_task_image(settings, task, cfg)
     source = choose_source(task, cfg, version, image.shape[:2])
     result = prelabel_task(predictor, image, source)
     score = float(result.quality)
@@ -171,15 +175,14 @@ def plan(settings: Settings, project_id: int, batch_size: int,
     tasks = list_tasks(client, project_id)
     todo = [int(t["id"]) for t in tasks
             if not (model_version and has_version(t, model_version))]
-    conn = jobs.redis_conn(settings)
-    q = jobs.queue(settings, conn)
+    conn = queue.redis_conn(settings)
+    q = queue.job_queue(settings, conn)
     run_id = jobs.new_run(conn, "prelabel", project_id, len(todo))
     job_ids = []
     for start in range(0, len(todo), batch_size):
         batch = todo[start:start + batch_size]
         job = q.enqueue(prelabel_batch, project_id, batch, run_id,
-                        job_timeout=settings.job_timeout_seconds,
-                        retry=jobs.retry_policy(settings),
+                        **queue.job_options(settings, prelabel_batch),
                         meta={"run": run_id, "done": 0, "total": len(batch)},
                         description=f"prelabel project {project_id} tasks {batch[0]}..{batch[-1]}")
         job_ids.append(job.id)

@@ -21,9 +21,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from label_studio_sdk.core.api_error import ApiError
 
+    from clicksmith import queue
+    from clicksmith.labelstudio.client import LabelStudioError, describe_error
     from clicksmith.models import ModelUnavailable, process_model
     from review import jobs
-    from review.ls import describe_error
     from review.prelabel import plan
 
     settings = load_settings()
@@ -33,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"batch size must be >= 1, got {batch}")
         version = process_model(settings).model_version
         run_id, job_ids, total = plan(settings, args.project, batch, model_version=version)
-    except (ValueError, ApiError, ModelUnavailable) as exc:
+    except (ValueError, ApiError, ModelUnavailable, LabelStudioError,
+            queue.QueueUnavailable) as exc:
         print(f"clicksmith prelabel: {describe_error(exc)}", file=sys.stderr)
         return 2
     print(f"run {run_id}: {total} task(s) to pre-label with {version} in {len(job_ids)} job(s)")
@@ -42,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from review.status_cli import format_line
 
-    conn = jobs.redis_conn(settings)
+    conn = queue.redis_conn(settings)
     while True:
         progress = jobs.run_progress(conn, run_id)
         print(format_line(progress.as_dict()), flush=True)

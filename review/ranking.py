@@ -21,11 +21,12 @@ import cv2
 import numpy as np
 
 from cdnet.fileio import atomic_write_bytes
+from clicksmith.labelstudio.client import LabelStudioError, as_dict, client_for, list_tasks
 from clicksmith.labelstudio.config import project_config
+from clicksmith.labelstudio.images import load_task_image
 from clicksmith.labelstudio.regions import newest_mask
 from clicksmith.models import process_model
 from clicksmith.settings import Settings
-from review.ls import client_for, fetch_image, list_tasks, task_image_url
 
 THUMB = 192
 FIELDS = ("rank", "task", "score", "source", "label", "width", "height", "link", "error")
@@ -69,7 +70,7 @@ def score_tasks(settings: Settings, project_id: int, client=None, predictor=None
                "height": None, "link": task_link(settings, project_id, tid), "error": "",
                "thumb": ""}
         try:
-            image = fetch_image(task_image_url(task, cfg), settings, client)
+            image = load_task_image(settings, task, cfg)
             row["height"], row["width"] = image.shape[:2]
             current = newest_mask(task, control=cfg.brush_name, image=cfg.image_name)
             if current is None:
@@ -81,7 +82,9 @@ def score_tasks(settings: Settings, project_id: int, client=None, predictor=None
                 row["score"] = round(float(predictor.score_mask(image, current.mask)), 6)
                 row["source"], row["label"] = current.origin, current.label
                 row["thumb"] = thumbnail(image, current.mask)
-        except ValueError as exc:
+        except (ValueError, LabelStudioError) as exc:
+            if getattr(exc, "transient", False):
+                raise  # Label Studio or the image host is down: no report of broken rows
             row["error"] = str(exc)
         rows.append(row)
     # worst first; tasks without a score (no mask, broken image) before everything else
@@ -144,8 +147,6 @@ Red tint: the task's current mask. Click a card to open the task in Label Studio
 
 def create_view(client, project_id: int, title: str = "Review: worst masks first") -> dict:
     """A saved data-manager tab ordered by prediction score, ascending (worst first)."""
-    from review.ls import as_dict
-
     view = client.views.create(project=project_id, data={
         "title": title,
         "ordering": ["tasks:predictions_score"],

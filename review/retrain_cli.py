@@ -22,7 +22,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from review import jobs
+    from clicksmith.queue import JobQueue, QueueUnavailable
     from review.retrain import RetrainError, record_json, retrain_job, summary_line
 
     settings = load_settings()
@@ -30,15 +30,14 @@ def run(args: argparse.Namespace) -> int:
         print("clicksmith retrain: --iterations must be >= 1", file=sys.stderr)
         return 2
     if args.enqueue:
-        try:
-            q = jobs.queue(settings)
-        except ValueError as exc:
+        try:  # timeout RETRAIN_TIMEOUT_SECONDS, no retry: clicksmith.queue says why
+            job_id = JobQueue(settings).enqueue(
+                retrain_job, args.project, args.iterations,
+                description=f"retrain (project {args.project or 'all'})")
+        except QueueUnavailable as exc:
             print(f"clicksmith retrain: {exc}", file=sys.stderr)
             return 2
-        job = q.enqueue(retrain_job, args.project, args.iterations,
-                        job_timeout=settings.retrain_timeout_seconds,
-                        description=f"retrain (project {args.project or 'all'})")
-        print(f"job {job.id}: follow it with: clicksmith status {job.id}")
+        print(f"job {job_id}: follow it with: clicksmith status {job_id}")
         return 0
     try:
         record = retrain_job(args.project, args.iterations)

@@ -20,8 +20,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from label_studio_sdk.core.api_error import ApiError
 
+    from clicksmith.labelstudio.client import LabelStudioError, client_for, describe_error
     from clicksmith.models import ModelUnavailable, process_model
-    from review.ls import client_for, describe_error
     from review.ranking import create_view, score_tasks, write_reports
 
     settings = load_settings()
@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
         rows = score_tasks(settings, args.project, client, predictor)
         paths = write_reports(rows, args.out, args.project, predictor.model_version)
         view = None if args.no_view else create_view(client, args.project)
-    except (ValueError, ApiError, ModelUnavailable) as exc:
+    except (ValueError, ApiError, ModelUnavailable, LabelStudioError) as exc:
         print(f"clicksmith review: {describe_error(exc)}", file=sys.stderr)
         return 2
     scored = [r for r in rows if r["score"] is not None]

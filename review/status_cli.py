@@ -52,11 +52,11 @@ def format_line(info: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from review import jobs
+    from clicksmith import queue
 
     try:
-        conn = jobs.redis_conn(load_settings())
-    except ValueError as exc:
+        conn = queue.redis_conn(load_settings())
+    except (ValueError, queue.QueueUnavailable) as exc:
         print(f"clicksmith status: {exc}", file=sys.stderr)
         return 2
     info = describe(conn, args.id)

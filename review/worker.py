@@ -32,16 +32,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from rq import SimpleWorker, Worker
 
-    from review import jobs
+    from clicksmith import queue
 
     try:
         settings = load_settings()
-        conn = jobs.redis_conn(settings)
-    except ValueError as exc:
+        conn = queue.redis_conn(settings)
+    except (ValueError, queue.QueueUnavailable) as exc:
         print(f"clicksmith worker: {exc}", file=sys.stderr)
         return 2
     names = args.queue or [settings.queue_name]
-    queues = [jobs.queue(settings, conn, name) for name in names]
+    queues = [queue.job_queue(settings, conn, name) for name in names]
     if args.preload:
         from clicksmith.models import process_model
 

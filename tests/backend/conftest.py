@@ -33,11 +33,20 @@ def disk(tmp_path_factory) -> tuple[str, np.ndarray]:
     return str(path), img
 
 
+@pytest.fixture(scope="session")
+def image_roots(tmp_path_factory) -> str:
+    """LOCAL_IMAGE_ROOTS for the tests' images: pytest's temporary folders, where every test
+    image (the `disk`, each test's tmp_path) is written; no other file is readable."""
+    return str(tmp_path_factory.getbasetemp())
+
+
 @pytest.fixture
-def make_app(predictor) -> Callable:
-    """Apps with the shared real predictor and settings built from defaults + overrides only."""
+def make_app(predictor, image_roots) -> Callable:
+    """Apps with the shared real predictor and settings built from defaults + overrides only
+    (plus local images under `image_roots`, unless overridden)."""
 
     def build(**overrides):
+        overrides.setdefault("local_image_roots", image_roots)
         settings = load_settings(env={}, **overrides)
         app = create_app(settings, predictor_loader=lambda s: predictor)
         assert app.extensions["clicksmith"].model.wait(30)

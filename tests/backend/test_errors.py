@@ -92,6 +92,8 @@ def test_missing_unreadable_and_refused_images(client, tmp_path):
             "refusing", "169.254.169.254")
     refused(client.post("/predict", json=predict_body("/data/upload/1/a.png", ctx)), 400,
             "LABEL_STUDIO_URL")
+    refused(client.post("/predict", json=predict_body("/etc/hostname", ctx)), 400,
+            "refusing", "LOCAL_IMAGE_ROOTS")
     body = predict_body("x", ctx)
     body["tasks"][0]["data"] = {"other": "x"}
     refused(client.post("/predict", json=body), 400, "image")
@@ -165,7 +167,7 @@ def test_model_that_failed_to_load_answers_503(disk):
             "could not be loaded")
 
 
-def test_an_internal_failure_is_a_json_500_without_traceback(disk):
+def test_an_internal_failure_is_a_json_500_without_traceback(disk, image_roots):
     from backend.app import create_app
     from clicksmith.settings import load_settings
 
@@ -175,7 +177,8 @@ def test_an_internal_failure_is_a_json_500_without_traceback(disk):
         def prepare(self, image):
             raise RuntimeError("secret internals /etc/somewhere")
 
-    app = create_app(load_settings(env={}), predictor_loader=lambda s: Exploding())
+    app = create_app(load_settings(env={}, local_image_roots=image_roots),
+                     predictor_loader=lambda s: Exploding())
     assert app.extensions["clicksmith"].model.wait(10)
     r = app.test_client().post("/predict", json=predict_body(disk[0], [keypoint(50, 50, W, H)]))
     message = refused(r, 500, "internal error", "RuntimeError")

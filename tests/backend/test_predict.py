@@ -251,12 +251,13 @@ def test_batch_retrieve_predictions_stores_nothing(client, disk):
     assert r.status_code == 200 and r.json == {"results": []}
 
 
-def test_click_on_a_grabcut_photo(client, predictor):
+def test_click_on_a_grabcut_photo(make_app, predictor):
     from tests.backend.ls import SHARED
 
     folder = SHARED / "datasets" / "grabcut"
     if not folder.is_dir():
         pytest.skip(f"GrabCut dataset not found at {folder} (needs ../shared)")
+    client = make_app(local_image_roots=str(folder / "images")).test_client()
     import cv2
 
     image_path = sorted((folder / "images").iterdir())[0]

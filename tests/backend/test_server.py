@@ -41,9 +41,10 @@ def call(url: str, body: dict | None = None, timeout: float = 120) -> tuple[int,
 
 
 @pytest.fixture
-def server(redis_db, tmp_path):
+def server(redis_db, tmp_path, image_roots):
     port = free_port()
-    env = dict(os.environ, REDIS_URL=REDIS_URL, TORCH_THREADS="1", SESSION_TTL_SECONDS="120")
+    env = dict(os.environ, REDIS_URL=REDIS_URL, TORCH_THREADS="1", SESSION_TTL_SECONDS="120",
+               LOCAL_IMAGE_ROOTS=image_roots)
     log = open(tmp_path / "server.log", "wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "clicksmith.cli", "serve", "--port", str(port), "--workers", "2",

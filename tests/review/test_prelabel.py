@@ -129,15 +129,16 @@ def test_prelabel_bad_input_exits_2(env, capsys):
     ("file:///etc/passwd", False),
 ])
 def test_image_host_rule(env, url, ok):
+    from clicksmith.labelstudio.client import LabelStudioError
+    from clicksmith.labelstudio.images import ImageFetcher
     from clicksmith.settings import load_settings
-    from review.ls import resolve_image_url
 
     if ok:
-        full, on_ls = resolve_image_url(url, load_settings())
-        assert on_ls and full.startswith(env["LABEL_STUDIO_URL"])
+        where = ImageFetcher(load_settings()).locate(url)
+        assert where.on_label_studio and where.target.startswith(env["LABEL_STUDIO_URL"])
     else:
-        with pytest.raises(ValueError):
-            resolve_image_url(url, load_settings())
+        with pytest.raises(LabelStudioError):
+            ImageFetcher(load_settings()).locate(url)
 
 
 def test_batch_job_reports_bad_tasks_without_failing(fake_ls, env):

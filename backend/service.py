@@ -9,19 +9,23 @@ from __future__ import annotations
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
-from backend.engine import find_seed
 from backend.errors import ApiError
 from backend.image_cache import CachedImage, ImageCache, TaskImages
 from backend.metrics import Metrics
 from backend.pipeline import Outcome, run_interaction
 from backend.prompts import Prompt, parse_context
-from backend.sessions import MemorySessionStore, RedisSessionStore, session_key
+from backend.sessions import (
+    MemorySessionStore,
+    RedisSessionStore,
+    SessionStore,
+    session_key,
+)
 from backend.tools import precompute_superpixels
 from clicksmith.labelstudio.config import ConfigError, ImageTarget, ProjectConfig, parse_config
+from clicksmith.labelstudio.regions import newest_region_mask
 from clicksmith.labelstudio.results import result_items
-from clicksmith.models import ModelService
+from clicksmith.models import ModelService, SegmentationModel
 from clicksmith.queue import JobQueue
 from clicksmith.settings import Settings
 
@@ -40,7 +44,8 @@ class Backend:
         self.images = ImageCache(settings.image_cache_size)
         self.fetcher = TaskImages(settings)  # the adapter's image rules, errors as ApiError
         if settings.redis_url:
-            self.sessions: Any = RedisSessionStore(settings.redis_url, settings.session_ttl_seconds)
+            self.sessions: SessionStore = RedisSessionStore(settings.redis_url,
+                                                            settings.session_ttl_seconds)
         else:
             self.sessions = MemorySessionStore(
                 settings.session_cache_size, settings.session_ttl_seconds
@@ -106,7 +111,8 @@ class Backend:
             ]
         }
 
-    def _image(self, predictor: Any, task: dict, target: ImageTarget) -> tuple[str, CachedImage]:
+    def _image(self, predictor: SegmentationModel, task: dict,
+               target: ImageTarget) -> tuple[str, CachedImage]:
         data = task.get("data")
         url = data.get(target.value_key) if isinstance(data, dict) else None
         if not isinstance(url, str) or not url:
@@ -122,7 +128,7 @@ class Backend:
         return url, self.images.get(url, build)
 
     def _run_prompt(
-        self, predictor: Any, project: str, task: dict, prompt: Prompt
+        self, predictor: SegmentationModel, project: str, task: dict, prompt: Prompt
     ) -> tuple[Outcome, CachedImage]:
         """One (image, label) of the request: image → prompt in pixels → session → answer."""
         url, image = self._image(predictor, task, prompt.target)
@@ -131,7 +137,8 @@ class Backend:
             precompute_superpixels(image.prepared.rgb, sorted(sizes), image.tools,
                                    self.background)
         pixels = prompt.in_pixels(image.height, image.width)
-        newest = find_seed(task, prompt, image.height, image.width)
+        newest = newest_region_mask(task, prompt.brush.name, prompt.target.name, prompt.label,
+                                    image.height, image.width)
         key = session_key(project, task.get("id"), prompt.target.name, prompt.brush.name,
                           prompt.label)
         with self.sessions.lock(key):

@@ -7,7 +7,7 @@ per-click time over a simulated 20-click session (clicks from the standard click
 GrabCut object resized to that size; a synthetic object when ../shared is absent), and the
 ratio to the baseline: OpenCV grabCut (5 iterations, mask initialised from the same clicks).
 `onnx+flip` is ONNX Runtime with test-time flip averaging (two network runs per click).
-Target (issue 3): median under 100 ms per click at 1024x1024 on 2 cores.
+Target: median under 100 ms per click at 1024x1024 on 2 cores.
 """
 
 from __future__ import annotations

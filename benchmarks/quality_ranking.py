@@ -1,4 +1,4 @@
-"""Does the predicted quality rank masks like their true IoU? (issue 6: review ranking)
+"""Does the predicted quality rank masks like their true IoU? (the review queue's ordering)
 
 For every object of GrabCut and Berkeley it builds masks of varied quality:
   - the predictions after 1..5 clicks of the standard simulated annotator (cdnet.eval.clicker),

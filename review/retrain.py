@@ -8,9 +8,9 @@ The run, step by step (each failure leaves the registry's `current` untouched):
 4. if the candidate is not worse on any set, store it in the registry and move `current` to it;
    otherwise record the rejection. Every run leaves `runs/<run>.json` in the registry.
 
-The training and evaluation code live in cdnet/ (the lead's); they are reached through one
-adapter each, imported lazily, so a missing piece fails this job with a clear message instead
-of a silent pretend-success. Tests inject `finetune` / `evaluate` to exercise the registry logic.
+The training and evaluation code live in cdnet/; they are reached through one adapter each,
+imported lazily, so a missing piece fails this job with a clear message instead of a silent
+pretend-success. Tests inject `finetune` / `evaluate` to exercise the registry logic.
 """
 
 from __future__ import annotations

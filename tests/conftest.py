@@ -41,3 +41,14 @@ def disk_image(h: int = 160, w: int = 200, cy: int = 80, cx: int = 100, r: int =
     mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
     img[mask] = (220, 180, 60)
     return img, mask
+
+
+@pytest.fixture
+def fake_ls():
+    """A fake Label Studio API (tests/review/lsfake.py) served on 127.0.0.1."""
+    from tests.review.lsfake import FakeLabelStudio, ServerThread
+
+    fake = FakeLabelStudio()
+    server = ServerThread(fake).start()
+    yield fake
+    server.stop()

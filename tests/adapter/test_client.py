@@ -19,32 +19,9 @@ from clicksmith.labelstudio.client import (
 )
 from clicksmith.labelstudio.images import ImageFetcher
 from clicksmith.settings import load_settings
-from tests.adapter.fakehttp import FakeHost
-from tests.review.lsfake import API_KEY, FakeLabelStudio, ServerThread
+from tests.review.lsfake import API_KEY
 
 PROJECT = {"id": 1, "title": "p", "label_config": "<View></View>"}
-
-
-@pytest.fixture
-def host():
-    h = FakeHost()
-    yield h
-    h.stop()
-
-
-@pytest.fixture
-def other():
-    h = FakeHost()
-    yield h
-    h.stop()
-
-
-@pytest.fixture
-def fake_ls():
-    fake = FakeLabelStudio()
-    server = ServerThread(fake).start()
-    yield fake
-    server.stop()
 
 
 def settings(url: str, key: str):
@@ -58,26 +35,26 @@ def test_url_and_key_are_required():
         client_for(settings("http://127.0.0.1:9", ""))
 
 
-def test_a_legacy_token_is_sent_as_token(host):
-    host.json("/api/projects/1/", PROJECT)
-    project = as_dict(client_for(settings(host.url, "legacy-1")).projects.get(1))
+def test_a_legacy_token_is_sent_as_token(ls):
+    ls.json("/api/projects/1/", PROJECT)
+    project = as_dict(client_for(settings(ls.url, "legacy-1")).projects.get(1))
     assert project["label_config"] == "<View></View>"
-    assert [(s.path, s.auth) for s in host.seen] == [("/api/projects/1/", "Token legacy-1")]
+    assert [(s.path, s.auth) for s in ls.seen] == [("/api/projects/1/", "Token legacy-1")]
 
 
-def test_a_personal_access_token_is_exchanged_once_for_api_and_images(host):
+def test_a_personal_access_token_is_exchanged_once_for_api_and_images(ls):
     jwt = pytest.importorskip("jwt")
     pat = jwt.encode({"token_type": "refresh", "exp": int(time.time()) + 3600}, "p" * 32)
     access = jwt.encode({"token_type": "access", "exp": int(time.time()) + 300}, "p" * 32)
-    host.json("/api/token/refresh/", {"access": access})
-    host.json("/api/projects/1/", PROJECT)
-    host.image("/data/upload/1/a.png")
-    s = settings(host.url, pat)
+    ls.json("/api/token/refresh/", {"access": access})
+    ls.json("/api/projects/1/", PROJECT)
+    ls.image("/data/upload/1/a.png")
+    s = settings(ls.url, pat)
     assert settings_token(s).personal
     client_for(s).projects.get(1)
     client_for(s).projects.get(1)
     ImageFetcher(s).load("/data/upload/1/a.png")
-    assert [(s.method, s.path, s.auth) for s in host.seen] == [
+    assert [(s.method, s.path, s.auth) for s in ls.seen] == [
         ("POST", "/api/token/refresh/", None),
         ("GET", "/api/projects/1/", f"Bearer {access}"),
         ("GET", "/api/projects/1/", f"Bearer {access}"),
@@ -85,35 +62,35 @@ def test_a_personal_access_token_is_exchanged_once_for_api_and_images(host):
     ]
 
 
-def test_an_expiring_access_token_is_renewed(host):
+def test_an_expiring_access_token_is_renewed(ls):
     jwt = pytest.importorskip("jwt")
     pat = jwt.encode({"token_type": "refresh", "exp": int(time.time()) + 3600}, "r" * 32)
     # expires within the 30 s safety margin: each use fetches a fresh one
     access = jwt.encode({"token_type": "access", "exp": int(time.time()) + 10}, "r" * 32)
-    host.json("/api/token/refresh/", {"access": access})
-    host.json("/api/projects/1/", PROJECT)
-    client = client_for(settings(host.url, pat))
+    ls.json("/api/token/refresh/", {"access": access})
+    ls.json("/api/projects/1/", PROJECT)
+    client = client_for(settings(ls.url, pat))
     client.projects.get(1)
     client.projects.get(1)
-    assert host.paths() == ["/api/token/refresh/", "/api/projects/1/"] * 2
+    assert ls.paths() == ["/api/token/refresh/", "/api/projects/1/"] * 2
 
 
-def test_a_refused_personal_access_token_says_so(host):
+def test_a_refused_personal_access_token_says_so(ls):
     jwt = pytest.importorskip("jwt")
     pat = jwt.encode({"token_type": "refresh", "exp": int(time.time()) + 3600}, "x" * 32)
-    host.json("/api/token/refresh/", {"detail": "invalid"}, status=401)
+    ls.json("/api/token/refresh/", {"detail": "invalid"}, status=401)
     with pytest.raises(LabelStudioError) as info:
-        client_for(settings(host.url, pat)).projects.get(1)
+        client_for(settings(ls.url, pat)).projects.get(1)
     assert info.value.status == 502 and not info.value.transient
     assert "LABEL_STUDIO_API_KEY" in describe_error(info.value)
-    assert host.paths() == ["/api/token/refresh/"]
+    assert ls.paths() == ["/api/token/refresh/"]
 
 
-def test_api_calls_follow_no_redirect(host, other):
+def test_api_calls_follow_no_redirect(ls, other):
     other.json("/api/projects/1/", PROJECT)
-    host.redirect("/api/projects/1/", f"{other.url}/api/projects/1/")
+    ls.redirect("/api/projects/1/", f"{other.url}/api/projects/1/")
     with pytest.raises(ApiError) as info:
-        client_for(settings(host.url, "legacy-2")).projects.get(1)
+        client_for(settings(ls.url, "legacy-2")).projects.get(1)
     assert info.value.status_code == 302
     assert other.seen == []
 

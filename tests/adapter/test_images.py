@@ -17,23 +17,9 @@ import pytest
 from clicksmith.labelstudio.client import LabelStudioError
 from clicksmith.labelstudio.images import MAX_REDIRECTS, ImageFetcher, load_task_image
 from clicksmith.settings import load_settings
-from tests.adapter.fakehttp import Answer, FakeHost, png, png_rgb
+from tests.adapter.fakehttp import Answer, png, png_rgb
 
 KEY = "legacy-key-123"
-
-
-@pytest.fixture
-def ls():
-    host = FakeHost()
-    yield host
-    host.stop()
-
-
-@pytest.fixture
-def other():
-    host = FakeHost()
-    yield host
-    host.stop()
 
 
 def fetcher(ls_url: str = "", key: str = KEY, **overrides) -> ImageFetcher:

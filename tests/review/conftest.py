@@ -17,19 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.review.lsfake import API_KEY, FakeLabelStudio, ServerThread
+from tests.review.lsfake import API_KEY
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO / ".." / "shared"
 REDIS_DB = 14
-
-
-@pytest.fixture
-def fake_ls():
-    fake = FakeLabelStudio()
-    server = ServerThread(fake).start()
-    yield fake
-    server.stop()
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from enum import StrEnum
 
 import numpy as np
 from label_studio_sdk.core.api_error import ApiError
@@ -42,11 +43,17 @@ def has_version(task: dict, model_version: str) -> bool:
                for p in task.get("predictions") or [])
 
 
+class SourceKind(StrEnum):
+    MASK = "mask"  # refine the newest brush mask of the task
+    BOX = "box"  # the object inside the newest box
+    NONE = "none"  # zero clicks: the network's guess of the main object
+
+
 @dataclass(frozen=True)
 class Source:
     """Where a task's pre-label comes from: an existing mask, a box, or nothing (zero clicks)."""
 
-    kind: str  # "mask" | "box" | "none"
+    kind: SourceKind
     label: str
     mask: np.ndarray | None = None
     box: tuple[float, float, float, float] | None = None  # (y0, x0, y1, x1) pixels
@@ -67,22 +74,22 @@ def choose_source(task: dict, cfg: ProjectConfig, model_version: str,
                         skip_model_version=model_version)
     if found is not None:
         label = found.label if found.label in cfg.labels else label
-        return Source("mask", label, mask=found.mask, origin=found.origin)
+        return Source(SourceKind.MASK, label, mask=found.mask, origin=found.origin)
     box = newest_box(task, skip_model_version=model_version)
     if box is not None:
         label = box.label if box.label in cfg.labels else label
-        return Source("box", label, box=box.box, origin=box.origin)
-    return Source("none", label)
+        return Source(SourceKind.BOX, label, box=box.box, origin=box.origin)
+    return Source(SourceKind.NONE, label)
 
 
 def prelabel_task(predictor, image: np.ndarray, source: Source):
     """The predictor's result for one task, from its source."""
-    if source.kind == "mask":
+    if source.kind is SourceKind.MASK:
         if source.mask.shape != image.shape[:2]:
             raise ValueError(f"existing mask {source.mask.shape} does not match the image "
                              f"{image.shape[:2]}")
         return predictor.predict(image, prior_mask=source.mask)
-    if source.kind == "box":
+    if source.kind is SourceKind.BOX:
         h, w = image.shape[:2]
         y0, x0, y1, x1 = source.box
         box = (max(0.0, y0), max(0.0, x0), min(h - 1.0, y1), min(w - 1.0, x1))

@@ -4,6 +4,12 @@ Why per-endpoint latency histograms: the number that matters to annotators is th
 trip; buckets around 50-250 ms show whether clicking still feels instant. The numbers are per
 process: with several gunicorn workers each scrape sees the worker that answered it (the `pid`
 label tells them apart).
+
+Why every label value comes from a fixed set: a label per value a client sent (a webhook's
+action, an HTTP method) would add a series per request, and /metrics would grow without bound.
+Callers map input to their own fixed sets (backend.routes: webhook actions); here the methods
+are mapped to the standard ones, and a counter holds at most MAX_SERIES label sets whatever a
+caller passes (the rest count under "other").
 """
 
 from __future__ import annotations
@@ -13,6 +19,9 @@ import threading
 from collections import defaultdict
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+MAX_SERIES = 64  # label sets per counter name; further ones are counted under "other"
+OTHER = "other"
 
 
 def _labels(pairs: dict[str, str]) -> str:
@@ -34,6 +43,7 @@ class Metrics:
         self.counters: dict[tuple[str, tuple[tuple[str, str], ...]], int] = defaultdict(int)
 
     def observe(self, endpoint: str, method: str, status: int, seconds: float) -> None:
+        method = method if method in METHODS else OTHER  # any token is a valid method
         with self._lock:
             self.requests[(endpoint, method, str(status))] += 1
             counts = self.hist.setdefault(endpoint, [0] * len(BUCKETS))
@@ -44,8 +54,12 @@ class Metrics:
             self.hist_count[endpoint] += 1
 
     def inc(self, name: str, amount: int = 1, **labels: str) -> None:
+        key = (name, tuple(sorted(labels.items())))
         with self._lock:
-            self.counters[(name, tuple(sorted(labels.items())))] += amount
+            if key not in self.counters and labels and sum(
+                    1 for n, _ in self.counters if n == name) >= MAX_SERIES:
+                key = (name, tuple((k, OTHER) for k, _ in key[1]))
+            self.counters[key] += amount
 
     def render(self, model_version: str, model_state: str, extra: dict[str, float]) -> str:
         pid = str(os.getpid())

@@ -3,12 +3,20 @@
 Why a separate parsing step: the context arrives as Label Studio result items in percent of the
 image; validating them (known control, known label, coordinates inside the image, stroke of the
 right size) before touching the predictor is what lets every bad input become a 400 with a reason.
+
+Every count and size is bounded before any per-element work (`ContextLimits`, from the
+settings): the regions of a context, its keypoints (each one a network run), the values of one
+brush RLE (decoding costs ~3 us a value) and the image size a brush region claims. Numbers are
+read with `_number`: bools, NaN, infinities and integers beyond any float are refused with the
+field named, never passed on.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,6 +25,7 @@ from backend.errors import ApiError
 from cdnet.clicks import Click
 from clicksmith.labelstudio.config import Control, ImageTarget, ProjectConfig
 from clicksmith.labelstudio.results import rle_to_mask
+from clicksmith.settings import Settings, load_settings
 
 _TYPES = {"keypointlabels", "rectanglelabels", "brushlabels"}
 
@@ -135,14 +144,70 @@ class Prompt:
                 (x + w) * width / 100.0)
 
 
+@dataclass(frozen=True)
+class ContextLimits:
+    """How much one /predict context may hold; each refusal names its setting."""
+
+    regions: int  # MAX_CONTEXT_REGIONS: result items of the context, of any type
+    clicks: int  # MAX_CLICKS_PER_REQUEST: keypoints, tool controls' points included
+    rle_values: int  # MAX_RLE_VALUES: values of one brush RLE list
+    image_pixels: int  # MAX_IMAGE_PIXELS: bounds a brush region's original_width/height
+
+    @classmethod
+    def of(cls, settings: Settings) -> ContextLimits:
+        return cls(settings.max_context_regions, settings.max_clicks_per_request,
+                   settings.max_rle_values, settings.max_image_pixels)
+
+
+@functools.cache
+def default_limits() -> ContextLimits:
+    """The limits of config/defaults.toml (for callers that pass none)."""
+    return ContextLimits.of(load_settings(env={}))
+
+
 def _to_pixel(percent: float, size: int) -> float:
     return min(percent * size / 100.0, size - 0.5)
 
 
+def _shown(value: object, limit: int = 60) -> str:
+    """`value` for an error message, cut short: a refusal never echoes a megabyte back."""
+    text = repr(value) if not isinstance(value, int) or abs(value) < 10**limit else "a huge int"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _number(value: object, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value):
-        raise ApiError(400, f"{what} must be a finite number, got {value!r}")
-    return float(value)
+    """A JSON number as a finite float; ApiError 400 naming `what` for anything else (bools,
+    strings, NaN, infinities, integers too large for a float)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ApiError(400, f"{what} must be a number, got {_shown(value)}")
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond any float (JSON allows any number of digits)
+        number = math.inf
+    if not math.isfinite(number):
+        raise ApiError(400, f"{what} must be a finite number, got {_shown(value)}")
+    return number
+
+
+def _pixels(value: object, what: str, limit: int) -> int:
+    """An image side in pixels: a whole number from 1 to `limit` (no side of an image within
+    MAX_IMAGE_PIXELS is longer)."""
+    number = _number(value, what)
+    if number != int(number) or not 1 <= number <= limit:
+        raise ApiError(400, f"{what} must be a whole number of pixels from 1 to {limit} "
+                            f"(MAX_IMAGE_PIXELS), got {_shown(value)}")
+    return int(number)
+
+
+def _brush_rle(value: dict, i: int, limits: ContextLimits) -> list[int]:
+    """A brush region's RLE list, its length checked before any per-element work."""
+    rle = value["rle"]
+    if not isinstance(rle, list) or not rle:
+        raise ApiError(400, f"brush region {i}: RLE must be a non-empty list of byte values")
+    if len(rle) > limits.rle_values:
+        raise ApiError(413, f"brush region {i}: RLE holds {len(rle)} values, over the limit of "
+                            f"{limits.rle_values} (MAX_RLE_VALUES)")
+    return rle
 
 
 def _percent(value: object, what: str) -> float:
@@ -152,8 +217,11 @@ def _percent(value: object, what: str) -> float:
     return v
 
 
-def parse_context(context: object, config: ProjectConfig) -> list[Prompt]:
-    """Group the context's smart regions into prompts; ApiError 400 on anything malformed."""
+def parse_context(context: object, config: ProjectConfig,
+                  limits: ContextLimits | None = None) -> list[Prompt]:
+    """Group the context's smart regions into prompts; ApiError 400 on anything malformed,
+    413 over a limit of `limits` (default: those of config/defaults.toml)."""
+    limits = limits or default_limits()
     if context is None:
         return []
     if not isinstance(context, dict):
@@ -161,6 +229,15 @@ def parse_context(context: object, config: ProjectConfig) -> list[Prompt]:
     items = context.get("result") or []
     if not isinstance(items, list):
         raise ApiError(400, "params.context.result must be a list of regions")
+    keypoints = sum(1 for item in items if isinstance(item, dict)
+                    and str(item.get("type", "")).lower() == "keypointlabels")
+    if keypoints > limits.clicks:
+        raise ApiError(413, f"the context holds {keypoints} keypoints, over the limit of "
+                            f"{limits.clicks} (MAX_CLICKS_PER_REQUEST): accept or delete "
+                            "regions to start a new interaction")
+    if len(items) > limits.regions:
+        raise ApiError(413, f"the context holds {len(items)} regions, over the limit of "
+                            f"{limits.regions} (MAX_CONTEXT_REGIONS)")
     prompts: dict[tuple[str, str], Prompt] = {}
     for i, item in enumerate(items):
         if not isinstance(item, dict):
@@ -182,13 +259,15 @@ def parse_context(context: object, config: ProjectConfig) -> list[Prompt]:
         label = str(labels[0])
         if label not in control.labels:
             raise ApiError(
-                400, f"label {label!r} is not one of {list(control.labels)} of {control.name!r}"
+                400,
+                f"label {_shown(label)} is not one of {list(control.labels)} of {control.name!r}",
             )
         brush = target.brush_for(label)
         if brush is None:
             raise ApiError(
                 400,
-                f"label {label!r} is not a label of any BrushLabels on Image {target.name!r}, "
+                f"label {_shown(label)} is not a label of any BrushLabels on Image "
+                f"{target.name!r}, "
                 "so there is no mask to return for it",
             )
         if item.get("image_rotation") not in (None, 0, 0.0):
@@ -207,8 +286,8 @@ def parse_context(context: object, config: ProjectConfig) -> list[Prompt]:
         elif kind == "rectanglelabels":
             x = _percent(value.get("x"), f"region {i} x")
             y = _percent(value.get("y"), f"region {i} y")
-            w = _number(value.get("width"), f"region {i} width")
-            h = _number(value.get("height"), f"region {i} height")
+            w = _percent(value.get("width"), f"region {i} width")
+            h = _percent(value.get("height"), f"region {i} height")
             if w <= 0 or h <= 0 or x + w > 100.001 or y + h > 100.001:
                 raise ApiError(400, f"rectangle region {i} is empty or leaves the image")
             if value.get("rotation") not in (None, 0, 0.0):
@@ -217,8 +296,10 @@ def parse_context(context: object, config: ProjectConfig) -> list[Prompt]:
         else:
             if value.get("format", "rle") != "rle" or "rle" not in value:
                 raise ApiError(400, f"brush region {i} is not in RLE format")
-            width = int(_number(item.get("original_width"), f"region {i} original_width"))
-            height = int(_number(item.get("original_height"), f"region {i} original_height"))
-            stroke = Stroke(value["rle"], width, height, positive)
+            width = _pixels(item.get("original_width"), f"region {i} original_width",
+                            limits.image_pixels)
+            height = _pixels(item.get("original_height"), f"region {i} original_height",
+                             limits.image_pixels)
+            stroke = Stroke(_brush_rle(value, i, limits), width, height, positive)
             (prompt.refines if control.tool == "refine" else prompt.strokes).append(stroke)
     return list(prompts.values())

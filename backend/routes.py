@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from backend.auth import require_basic_auth, require_webhook_secret
@@ -25,14 +26,72 @@ CORRECTION_ACTIONS = {
     "ANNOTATIONS_DELETED",
 }
 TRAIN_ACTIONS = {"START_TRAINING"}
+# Label Studio 1.23's webhook actions (label_studio/webhooks/models.py WebhookAction) and the
+# ML backend's START_TRAINING: the only values the `action` label of the webhooks metric takes,
+# any other action is counted as "other" (a label per sent string would grow without bound)
+WEBHOOK_ACTIONS = CORRECTION_ACTIONS | TRAIN_ACTIONS | {
+    "PROJECT_CREATED",
+    "PROJECT_UPDATED",
+    "PROJECT_DELETED",
+    "TASKS_CREATED",
+    "TASKS_DELETED",
+    "LABEL_LINK_CREATED",
+    "LABEL_LINK_UPDATED",
+    "LABEL_LINK_DELETED",
+}
 
 
 def backend() -> Any:
     return current_app.extensions["clicksmith"]
 
 
+_STEP = np.zeros(256, np.int8)  # +1 opens an array or object, -1 closes one
+_STEP[[ord("["), ord("{")]] = 1
+_STEP[[ord("]"), ord("}")]] = -1
+_QUOTE, _BACKSLASH = ord('"'), ord("\\")
+
+
+def json_too_deep(raw: bytes, limit: int, chunk: int = 1 << 20) -> bool:
+    """Whether the JSON text `raw` nests arrays and objects more than `limit` deep, found
+    without parsing it (Python's parser recurses once per level: 1,000 levels raise
+    RecursionError) and without recursion: one pass over `chunk`-byte slices, carrying the
+    depth, whether a string is open and the backslashes ending the slice. Brackets inside
+    strings do not count; a quote after an odd run of backslashes is escaped. Linear time,
+    memory a few times `chunk`, whatever the text."""
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False
+    data = np.frombuffer(raw, np.uint8)
+    depth, in_string, carry = 0, False, 0  # carry: backslashes ending the previous slice
+    for start in range(0, data.size, chunk):
+        part = data[start:start + chunk]
+        plain = np.flatnonzero(part != _BACKSLASH)
+        quotes = np.flatnonzero(part == _QUOTE)
+        if quotes.size:
+            k = np.searchsorted(plain, quotes)  # each quote's own place among `plain`
+            before = np.where(k > 0, plain[np.maximum(k - 1, 0)], -1)
+            run = quotes - before - 1 + np.where(k > 0, 0, carry)
+            quotes = quotes[run % 2 == 0]  # after an odd run of backslashes: escaped
+        steps = _STEP[part]
+        brackets = np.flatnonzero(steps)
+        if brackets.size:
+            outside = (np.searchsorted(quotes, brackets) + in_string) % 2 == 0
+            moves = steps[brackets[outside]].astype(np.int64)
+            if moves.size:
+                if depth + int(np.cumsum(moves).max()) > limit:
+                    return True
+                depth += int(moves.sum())
+        in_string ^= bool(quotes.size % 2)
+        carry = part.size - 1 - int(plain[-1]) if plain.size else carry + part.size
+    return False
+
+
 def json_body() -> dict:
-    """The request's JSON object, or ApiError 400 saying why it is not one."""
+    """The request's JSON object, or ApiError 400 saying why it is not one. The nesting is
+    checked on the raw body first (MAX_JSON_DEPTH), before the parser can recurse into it."""
+    limit = backend().settings.max_json_depth
+    if json_too_deep(request.get_data(cache=True), limit):
+        raise ApiError(400, f"the request body is JSON nested deeper than {limit} levels "
+                            "(MAX_JSON_DEPTH)")
     body = request.get_json(silent=True)
     if body is None:
         raise ApiError(400, "the request body is not valid JSON")
@@ -98,20 +157,28 @@ def _hook_auth() -> None:
     require_webhook_secret(backend().settings.webhook_secret)
 
 
+MAX_PROJECT_ID = 2**63 - 1  # Label Studio's ids are database integers (at most 64-bit)
+
+
 def project_id(body: dict) -> int:
     """The numeric project id of a webhook or /train body ({"project": {...}} or "<id>.<ts>")."""
     project = body.get("project")
     if isinstance(project, dict):
         project = project.get("id")
     if isinstance(project, str):
-        project = project.split(".", 1)[0]
-    try:
-        value = int(project)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise ApiError(400, "the body names no project id ('project')") from None
-    if value <= 0:
-        raise ApiError(400, f"project id must be positive, got {value}")
-    return value
+        digits = project.split(".", 1)[0].strip()
+        if not (digits.isascii() and digits.isdigit()):
+            project = None
+        else:  # more digits than any 64-bit id: refused without converting them
+            project = int(digits) if len(digits) <= 19 else MAX_PROJECT_ID + 1
+    elif isinstance(project, float) and project.is_integer():
+        project = int(project)
+    if isinstance(project, bool) or not isinstance(project, int):
+        raise ApiError(400, "the body names no project id ('project'): a whole number")
+    if not 0 < project <= MAX_PROJECT_ID:
+        shown = project if abs(project) <= MAX_PROJECT_ID else "a larger number"
+        raise ApiError(400, f"project id must be from 1 to {MAX_PROJECT_ID}, got {shown}")
+    return project
 
 
 def _queue() -> JobQueue:
@@ -142,7 +209,7 @@ def webhook():
     action = body.get("action")
     if not isinstance(action, str):
         raise ApiError(400, "the webhook body has no 'action'")
-    backend().metrics.inc("webhooks", action=action)
+    backend().metrics.inc("webhooks", action=action if action in WEBHOOK_ACTIONS else "other")
     if action in TRAIN_ACTIONS:
         return _start_training(body)
     if action not in CORRECTION_ACTIONS:

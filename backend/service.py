@@ -14,7 +14,7 @@ from backend.errors import ApiError
 from backend.image_cache import CachedImage, ImageCache, TaskImages
 from backend.metrics import Metrics
 from backend.pipeline import Outcome, run_interaction
-from backend.prompts import Prompt, parse_context
+from backend.prompts import ContextLimits, Prompt, parse_context
 from backend.sessions import (
     MemorySessionStore,
     RedisSessionStore,
@@ -41,7 +41,7 @@ class Backend:
         self.settings = settings
         self.model = model
         self.metrics = Metrics()
-        self.images = ImageCache(settings.image_cache_size)
+        self.images = ImageCache(settings.image_cache_size, settings.image_cache_bytes)
         self.fetcher = TaskImages(settings)  # the adapter's image rules, errors as ApiError
         if settings.redis_url:
             self.sessions: SessionStore = RedisSessionStore(settings.redis_url,
@@ -86,7 +86,7 @@ class Backend:
         params = body.get("params") or {}
         if not isinstance(params, dict):
             raise ApiError(400, "'params' must be an object")
-        prompts = parse_context(params.get("context"), config)
+        prompts = parse_context(params.get("context"), config, ContextLimits.of(self.settings))
         if not prompts:
             # Retrieve-predictions without clicks: nothing to segment. An empty list makes Label
             # Studio store nothing, so tasks stay available for `clicksmith prelabel`.
@@ -136,6 +136,7 @@ class Backend:
         if sizes:  # start them now, while the annotator is busy with clicks
             precompute_superpixels(image.prepared.rgb, sorted(sizes), image.tools,
                                    self.background)
+            self.images.trim()  # their maps count against the cache's bytes from now on
         pixels = prompt.in_pixels(image.height, image.width)
         newest = newest_region_mask(task, prompt.brush.name, prompt.target.name, prompt.label,
                                     image.height, image.width)

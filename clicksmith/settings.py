@@ -40,9 +40,14 @@ class Settings:
     webhook_secret: str
     max_image_pixels: int
     max_request_bytes: int
+    max_json_depth: int
+    max_context_regions: int
+    max_clicks_per_request: int
+    max_rle_values: int
     session_ttl_seconds: int
     session_cache_size: int
     image_cache_size: int
+    image_cache_bytes: int
     superpixel_size: int
     redis_url: str
     queue_name: str

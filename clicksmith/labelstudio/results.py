@@ -38,6 +38,11 @@ def rle_to_mask(rle: object, height: int, width: int) -> np.ndarray:
         raise ValueError("brush RLE must be a non-empty list of byte values")
     if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in rle):
         raise ValueError("brush RLE must hold integers 0..255")
+    # the header's value count, checked before decoding: the decoder allocates what it says
+    # (a 55 KB RLE can claim 2**30 values), so a count that is not the image's is never decoded
+    count = int.from_bytes(bytes(rle[:4]), "big") if len(rle) >= 4 else 0
+    if count != height * width * 4:
+        raise ValueError(f"brush RLE holds {count // 4} pixels, the image has {height}x{width}")
     try:
         flat = decode_rle(rle)
     except Exception as exc:  # truncated bit streams raise ValueError/IndexError inside the SDK

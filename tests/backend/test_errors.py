@@ -183,3 +183,139 @@ def test_an_internal_failure_is_a_json_500_without_traceback(disk, image_roots):
     r = app.test_client().post("/predict", json=predict_body(disk[0], [keypoint(50, 50, W, H)]))
     message = refused(r, 500, "internal error", "RuntimeError")
     assert "secret internals" not in message
+
+
+# --- what Label Studio shows, and what the backend's log says ---------------------------------
+# Label Studio 1.23 (label_studio/ml/api_connector.py, MLApi._request) calls raise_for_status()
+# and shows str() of the requests HTTPError: the status line's reason phrase, never the body.
+
+
+def label_studio_message(url: str, body: dict) -> str:
+    """What Label Studio 1.23 makes of our answer: MLApi._request, line for line."""
+    import requests
+
+    response = None
+    try:
+        response = requests.post(url, json=body, timeout=60)
+        response.raise_for_status()
+    except requests.exceptions.RequestException as exc:
+        return str(exc)
+    return response.json().get("error", "")
+
+
+@pytest.fixture
+def served(make_app, disk):
+    """The app behind a real HTTP server on 127.0.0.1 (werkzeug's, threaded)."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, make_app(), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(10)
+
+
+def test_label_studio_shows_the_reason_of_a_refused_setup_and_predict(served, tmp_path):
+    no_prompt = '<View><Image name="image" value="$image"/><BrushLabels name="b" ' \
+                'toName="image"><Label value="A"/></BrushLabels></View>'
+    shown = label_studio_message(f"{served}/setup", {"project": "1.1", "schema": no_prompt})
+    assert shown.startswith("400 Client Error: ") and "BAD REQUEST" not in shown, shown
+    assert "KeyPointLabels" in shown and shown.endswith(f"for url: {served}/setup"), shown
+
+    body = predict_body(str(tmp_path / "gone.png"), [keypoint(50, 50, W, H)], task_id=31)
+    shown = label_studio_message(f"{served}/predict", body)
+    assert shown.startswith("400 Client Error: ") and "gone.png" in shown, shown
+
+    body = predict_body("http://169.254.169.254/x.png", [keypoint(50, 50, W, H)])
+    shown = label_studio_message(f"{served}/predict", body)
+    assert "refusing" in shown and "169.254.169.254" in shown, shown
+
+
+def test_the_body_keeps_the_whole_message_and_the_status_line_its_reason(client):
+    no_prompt = '<View><Image name="image" value="$image"/><BrushLabels name="b" ' \
+                'toName="image"><Label value="A"/></BrushLabels></View>'
+    r = client.post("/setup", json={"project": "1.1", "schema": no_prompt})
+    message = refused(r, 400, "KeyPointLabels")
+    assert r.status == f"400 {message}"
+    assert set(r.json) == {"error", "status"}
+
+
+def test_reason_phrases_are_what_an_http_status_line_may_hold():
+    from gunicorn.http.wsgi import STATUS_RE
+
+    from backend.errors import REASON_LIMIT, reason_phrase
+
+    for message in ["plain", "two\nlines\r\n and\ttabs", "bounds 0…1 → größer — “quoted”",
+                    "x" * 5000, "", "\x00\x1b[31m"]:
+        phrase = reason_phrase(message)
+        assert STATUS_RE.fullmatch(f"400 {phrase}"), phrase
+        assert phrase.isascii() and phrase.isprintable() and 0 < len(phrase) <= REASON_LIMIT
+    assert reason_phrase("two\nlines") == "two lines"
+    assert reason_phrase("bounds 0…1 → 2") == "bounds 0...1 -> 2"
+    assert reason_phrase("x" * 5000).endswith("...")
+
+
+def test_every_refusal_is_logged_once_with_endpoint_and_task(client, make_app, disk, caplog):
+    path, _ = disk
+    caplog.set_level("WARNING", logger="backend.errors")
+    body = predict_body(path, [keypoint(50, 50, W, H, label="Giraffe")], task_id=4711)
+    refused(client.post("/predict", json=body), 400, "Giraffe")
+    [record] = caplog.records
+    assert record.levelname == "WARNING"
+    line = record.getMessage()
+    assert "POST /predict" in line and "task 4711" in line and "Giraffe" in line, line
+
+    caplog.clear()
+    refused(client.post("/setup", json={"schema": "<View><Image"}), 400)
+    [record] = caplog.records
+    line = record.getMessage()
+    assert "POST /setup" in line and "not valid XML" in line and "task" not in line, line
+
+    caplog.clear()
+    small = make_app(max_request_bytes=2000).test_client()
+    big = predict_body(path, [keypoint(50, 50, W, H)])
+    big["tasks"][0]["annotations"] = [{"result": [brush(np.eye(H, W, dtype=bool))] * 10}]
+    refused(small.post("/predict", json=big), 413)
+    [record] = caplog.records
+    assert "POST /predict" in record.getMessage() and "2000" in record.getMessage()
+
+    caplog.clear()
+    refused(client.post("/webhook", json={"task": {"id": 9}}), 400, "action")
+    [record] = caplog.records
+    assert "POST /webhook (task 9)" in record.getMessage() and "\n" not in record.getMessage()
+
+
+def test_model_unavailable_is_logged_and_an_internal_error_once_with_its_traceback(
+        disk, image_roots, caplog):
+    from backend.app import create_app
+    from clicksmith.settings import load_settings
+
+    def broken(settings):
+        raise FileNotFoundError("weights.pt is missing")
+
+    app = create_app(load_settings(env={}), predictor_loader=broken)
+    assert app.extensions["clicksmith"].model.wait(10)
+    caplog.set_level("WARNING")
+    body = predict_body(disk[0], [keypoint(50, 50, W, H)], task_id=8)
+    refused(app.test_client().post("/predict", json=body), 503)
+    lines = [r.getMessage() for r in caplog.records if r.name == "backend.errors"]
+    assert len(lines) == 1 and "task 8" in lines[0] and "could not be loaded" in lines[0]
+
+    class Exploding:
+        model_version = "exploding"
+
+        def prepare(self, image):
+            raise RuntimeError("secret internals")
+
+    app = create_app(load_settings(env={}, local_image_roots=image_roots),
+                     predictor_loader=lambda s: Exploding())
+    assert app.extensions["clicksmith"].model.wait(10)
+    caplog.clear()
+    refused(app.test_client().post("/predict", json=body), 500)
+    records = [r for r in caplog.records if r.name == "backend.errors"]
+    assert [r.levelname for r in records] == ["ERROR"] and records[0].exc_info

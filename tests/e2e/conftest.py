@@ -33,12 +33,12 @@ from tests.e2e.ls_server import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO / ".." / "shared"
-GRABCUT = SHARED / "datasets" / "grabcut"
+# the images shipped with the tests (tests/fixtures/make_fixtures.py draws them): one object
+# each, exact masks; PNG, so this process sees the very pixels the backend decodes (JPEG
+# decoders may differ by one level, which flips pixels where the model is unsure)
+FIXTURES = REPO / "tests" / "fixtures"
 REDIS_DB = 13
-# GrabCut PNGs with one clear object: lossless, so this process sees the very pixels the
-# backend decodes (JPEG decoders may differ by one level, which flips pixels of a weak model)
-IMAGES = ("doll", "ceramic", "llama", "banana1")
+IMAGES = ("figure", "bowl", "animal", "crescent")
 TIMINGS: dict[str, float] = {}
 
 
@@ -155,12 +155,13 @@ def _child_env(env: dict[str, str]) -> dict[str, str]:
     return {**os.environ, **env, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
 
 
-@pytest.fixture(scope="session")
-def backend(e2e_env, tmp_path_factory):
-    """`clicksmith serve` on a free port (gunicorn, one worker), ready when its model is."""
+@contextlib.contextmanager
+def serving(env: dict[str, str], log: Path):
+    """`clicksmith serve` with `env` on a free port (gunicorn, one worker) for a block, ready
+    when its model is (also when /health answers 503 for another reason: a test may start a
+    backend that is misconfigured on purpose); killed by process group after."""
     port = free_port()
-    env = {**e2e_env, "HOST": "127.0.0.1", "PORT": str(port)}
-    log = tmp_path_factory.mktemp("backend") / "serve.log"
+    env = {**env, "HOST": "127.0.0.1", "PORT": str(port)}
     proc = Proc([sys.executable, "-m", "clicksmith.cli", "serve", "--workers", "1",
                  "--threads", "4", "--timeout", "300"], _child_env(env), log)
     url = f"http://127.0.0.1:{port}"
@@ -171,18 +172,30 @@ def backend(e2e_env, tmp_path_factory):
             try:
                 with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
                     body = json.loads(r.read())
+            except urllib.error.HTTPError as exc:  # degraded: the body still tells the model
+                try:
+                    body = json.loads(exc.read())
+                except ValueError:
+                    return None
             except (urllib.error.URLError, OSError, ValueError):
                 return None
             if body.get("model_state") == "error":
                 raise AssertionError(f"backend model failed: {body}")
             return body if body.get("model_state") == "ready" else None
 
-        t0 = time.monotonic()
         health = wait_until(ready, 300, "clicksmith serve to load its model")
-        TIMINGS["backend_ready_s"] = time.monotonic() - t0
         yield BackendProc(url, port, health["model_version"], proc)
     finally:
         proc.stop()
+
+
+@pytest.fixture(scope="session")
+def backend(e2e_env, tmp_path_factory):
+    """The backend every test shares."""
+    t0 = time.monotonic()
+    with serving(e2e_env, tmp_path_factory.mktemp("backend") / "serve.log") as served:
+        TIMINGS["backend_ready_s"] = time.monotonic() - t0
+        yield served
 
 
 @dataclass
@@ -231,27 +244,38 @@ def read_rgb(path: Path) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+def raw_api(server: LabelStudioServer, method: str, path: str, body=None, files=None,
+            timeout: float = 120):
+    """A Label Studio API call with the legacy token; the `requests` response, as it came."""
+    import requests
+
+    return requests.request(method, server.url + path, json=body, files=files, timeout=timeout,
+                            headers={"Authorization": f"Token {server.token}"})
+
+
 def api(server: LabelStudioServer, method: str, path: str, body=None, files=None,
         timeout: float = 120):
     """A raw Label Studio API call with the legacy token (for what the SDK does not return)."""
-    import requests
-
-    r = requests.request(method, server.url + path, json=body, files=files, timeout=timeout,
-                         headers={"Authorization": f"Token {server.token}"})
+    r = raw_api(server, method, path, body, files, timeout)
     assert r.status_code < 400, f"{method} {path}: {r.status_code} {r.text[:500]}"
     return r.json() if r.content else None
 
 
-def create_project(ls, ls_server, backend, title: str, stems=IMAGES) -> Project:
-    """A project from config/labeling.xml, GrabCut images uploaded, our backend connected."""
-    if not GRABCUT.is_dir():
-        pytest.skip(f"GrabCut images needed: {GRABCUT.resolve()} is absent "
-                    "(../shared not beside the repository)")
+def image_path(folder: Path, stem: str) -> Path:
+    """`<folder>/images/<stem>.*` (the fixtures' layout, which GrabCut's shares)."""
+    found = sorted((folder / "images").glob(f"{stem}.*"))
+    assert found, f"no image {stem}.* in {folder / 'images'}"
+    return found[0]
+
+
+def create_project(ls, ls_server, backend, title: str, stems=IMAGES,
+                   folder: Path = FIXTURES) -> Project:
+    """A project from config/labeling.xml, `folder`'s images uploaded, our backend connected."""
     config = (REPO / "config" / "labeling.xml").read_text()
     project = ls.projects.create(title=title, label_config=config)
     files = []  # one form field per file: Label Studio keeps one upload per field name
     for k, stem in enumerate(stems):
-        path = next((GRABCUT / "images").glob(f"{stem}.*"))
+        path = image_path(folder, stem)
         files.append((f"file{k}", (path.name, path.read_bytes())))
     api(ls_server, "POST", f"/api/projects/{project.id}/import", files=files)
     tasks = {}
@@ -262,8 +286,8 @@ def create_project(ls, ls_server, backend, title: str, stems=IMAGES) -> Project:
     assert set(tasks) == set(stems), f"imported tasks {tasks} do not match {stems}"
     ml = ls.ml.create(project=project.id, url=backend.url, is_interactive=True,
                       title="clicksmith")
-    images = {s: read_rgb(next((GRABCUT / "images").glob(f"{s}.*"))) for s in stems}
-    masks = {s: read_rgb(GRABCUT / "masks" / f"{s}.png")[:, :, 0] > 127 for s in stems}
+    images = {s: read_rgb(image_path(folder, s)) for s in stems}
+    masks = {s: read_rgb(folder / "masks" / f"{s}.png")[:, :, 0] > 127 for s in stems}
     return Project(project.id, ml.id, tasks, images, masks)
 
 

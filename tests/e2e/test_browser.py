@@ -1,53 +1,47 @@
 """An annotator's smart-click session in a real browser: Debian's chromium, headless, through
 Playwright (which must never download a browser of its own: `executable_path` points at
-/usr/bin/chromium, installed by scripts/install_chromium.sh when missing).
+/usr/bin/chromium). The test installs nothing: without chromium it skips, naming
+scripts/install_chromium.sh (which .ci/run calls).
 
 Log in, open a task, turn on Auto-Annotation (auto-accept off, so clicks accumulate), choose the
 smart keypoint label, click the object, wait for the brush mask our backend returns, Alt-click a
-negative point, and save docs/label-studio-smart-click.png (shown in the README). Every step
-leaves a screenshot in the test's tmp folder, so a failure shows where the editor stood.
+negative point. Every step leaves a screenshot in the test's tmp folder, so a failure shows where
+the editor stood. The test changes no file of the repository: the README's picture is refreshed
+by scripts/refresh_screenshot.sh, which runs this test with CLICKSMITH_SCREENSHOT (where to copy
+the final screenshot, the model version written into it) and optionally
+CLICKSMITH_SCREENSHOT_IMAGES (a folder laid out as tests/fixtures, e.g. GrabCut, whose `sheep`
+is then used instead of the drawn one).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 from label_studio_sdk.converter.brush import decode_rle
 
-from tests.e2e.conftest import REPO, create_project
+from tests.e2e.conftest import FIXTURES, create_project
 from tests.e2e.test_label_studio import deepest_point
 
 pytestmark = pytest.mark.e2e
 CHROMIUM = os.environ.get("CLICKSMITH_CHROMIUM", "/usr/bin/chromium")
-SCREENSHOT = REPO / "docs" / "label-studio-smart-click.png"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run",
         "--disable-dev-shm-usage"]
-
-
-def _ensure_chromium() -> str:
-    if Path(CHROMIUM).is_file():
-        return CHROMIUM
-    script = REPO / "scripts" / "install_chromium.sh"
-    out = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=900)
-    if out.returncode != 0 or not Path(CHROMIUM).is_file():
-        pytest.skip(f"Debian's chromium could not be installed: {out.stderr[-400:]}")
-    return CHROMIUM
 
 
 @pytest.fixture(scope="module")
 def browser():
     sync_api = pytest.importorskip("playwright.sync_api",
                                    reason="playwright is in the test extra")
-    exe = _ensure_chromium()
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"no chromium at {CHROMIUM}: install it with `bash scripts/install_chromium.sh`"
+                    " (Debian's package, as root) or point CLICKSMITH_CHROMIUM at one")
     with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=exe, headless=True, args=ARGS)
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
         try:
             yield b
         finally:
@@ -78,8 +72,23 @@ def _mask_of(answer: dict) -> np.ndarray:
     return decode_rle(brush["value"]["rle"]).reshape(h, w, 4)[:, :, 3] > 127
 
 
+def save_screenshot(source: Path, target: Path, model_version: str) -> None:
+    """Copy the final screenshot to `target` with the model version in its PNG text, so the
+    README's caption can be checked against the picture (tests/packaging/test_readme.py)."""
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text("model_version", model_version)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with Image.open(source) as img:
+        img.save(target, pnginfo=info, optimize=True)
+
+
 def test_smart_keypoint_then_alt_click_in_chromium(ls, ls_server, backend, browser, tmp_path):
-    project = create_project(ls, ls_server, backend, "clicksmith browser", stems=("sheep",))
+    images = Path(os.environ.get("CLICKSMITH_SCREENSHOT_IMAGES") or FIXTURES)
+    project = create_project(ls, ls_server, backend, "clicksmith browser", stems=("sheep",),
+                             folder=images)
     task_id, gt = project.tasks["sheep"], project.masks["sheep"]
     h, w = gt.shape
     context = browser.new_context(viewport={"width": 1400, "height": 900})
@@ -183,9 +192,10 @@ def test_smart_keypoint_then_alt_click_in_chromium(ls, ls_server, backend, brows
             return [...a.regions, ...extra].map(r => r.type);
         }""")
         assert "brushregion" in shown, f"no brush region in the editor: {shown}"
-        SCREENSHOT.parent.mkdir(exist_ok=True)
         page.screenshot(path=str(tmp_path / "final.png"))
-        shutil.copyfile(tmp_path / "final.png", SCREENSHOT)
+        if os.environ.get("CLICKSMITH_SCREENSHOT"):  # scripts/refresh_screenshot.sh
+            save_screenshot(tmp_path / "final.png", Path(os.environ["CLICKSMITH_SCREENSHOT"]),
+                            backend.model_version)
     except Exception:
         try:
             steps.shot("failure")

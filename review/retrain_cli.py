@@ -22,21 +22,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from clicksmith.queue import JobQueue, QueueUnavailable
+    from clicksmith.queue import JobQueue
     from review.retrain import RetrainError, record_json, retrain_job, summary_line
 
     settings = load_settings()
     if args.iterations is not None and args.iterations < 1:
         print("clicksmith retrain: --iterations must be >= 1", file=sys.stderr)
         return 2
-    if args.enqueue:
-        try:  # timeout RETRAIN_TIMEOUT_SECONDS, no retry: clicksmith.queue says why
-            job_id = JobQueue(settings).enqueue(
-                retrain_job, args.project, args.iterations,
-                description=f"retrain (project {args.project or 'all'})")
-        except QueueUnavailable as exc:
-            print(f"clicksmith retrain: {exc}", file=sys.stderr)
-            return 2
+    if args.enqueue:  # no Redis: QueueUnavailable, told by clicksmith.cli with its fix
+        # timeout RETRAIN_TIMEOUT_SECONDS, no retry: clicksmith.queue says why
+        job_id = JobQueue(settings).enqueue(
+            retrain_job, args.project, args.iterations,
+            description=f"retrain (project {args.project or 'all'})")
         print(f"job {job_id}: follow it with: clicksmith status {job_id}")
         return 0
     try:

@@ -25,8 +25,8 @@ no box and a box request no keypoints; the session carries the others over):
   pixel (strokes and adopted edits included) is locked against later clicks.
 
 Network runs happen in exactly two places: `_step` (one per click) and `finalise` (scoring a
-mask no click has judged yet, e.g. a stroke or a pre-label answered without clicks). A prior
-that clicks refine right away is never scored: its score would be thrown away.
+mask no click has judged yet, e.g. a stroke, an adopted edit, or a pre-label answered without
+clicks). A prior that clicks refine right away is never scored: its score would be thrown away.
 """
 
 from __future__ import annotations
@@ -179,6 +179,7 @@ def adopt_edit(work: Work, newest_region: np.ndarray | None) -> None:
         return
     work.record.seen = remember(work.record.seen, digest)
     work.edit(newest_region, lock=True)
+    work.unscored = work.state.mask  # the old score was of our answer, not of this edit
     work.kind = Kind.ADOPT
 
 
@@ -267,13 +268,17 @@ def run_clicks(work: Work) -> None:
 
 
 def finalise(work: Work) -> tuple[Outcome, SessionRecord]:
-    """Locks and box applied to the mask, the owed score paid, the record brought up to date."""
+    """Locks and box applied to the mask, the owed score paid, the record brought up to date.
+
+    The score follows the one rule for a mask's score (review.ranking.mask_score): a mask no
+    click of this request judged (a stroke, an adopted edit, a prior) is scored with
+    score_mask as it is returned, here and only here; a click's answer keeps its quality."""
     state = work.state
-    if work.unscored is not None:  # no click judged this mask: the network scores it once
-        state = replace(state, quality=work.predictor.score_mask(work.image, work.unscored))
     final = work.locks.apply(state.mask)
     if work.box is not None:
         final &= box_mask(work.box, final.shape)
+    if work.unscored is not None:  # no click judged this mask: the network scores it once
+        state = replace(state, quality=work.predictor.score_mask(work.image, final))
     if not np.array_equal(final, state.mask):
         state = replace(state, mask=final)
     record = work.record

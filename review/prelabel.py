@@ -83,18 +83,27 @@ def choose_source(task: dict, cfg: ProjectConfig, model_version: str,
 
 
 def prelabel_task(predictor, image: np.ndarray, source: Source):
-    """The predictor's result for one task, from its source."""
+    """The predictor's result for one task, from its source; its quality is the mask's score
+    (review.ranking.mask_score), the number the review shows for the same mask."""
+    from dataclasses import replace
+
+    from review.ranking import mask_score
+
     if source.kind is SourceKind.MASK:
         if source.mask.shape != image.shape[:2]:
             raise ValueError(f"existing mask {source.mask.shape} does not match the image "
                              f"{image.shape[:2]}")
+        # no click: the mask is the source itself, already scored with score_mask
         return predictor.predict(image, prior_mask=source.mask)
+    image = predictor.prepare(image)  # prepared once for the run and the score
     if source.kind is SourceKind.BOX:
         h, w = image.shape[:2]
         y0, x0, y1, x1 = source.box
         box = (max(0.0, y0), max(0.0, x0), min(h - 1.0, y1), min(w - 1.0, x1))
-        return predictor.predict(image, box=box)
-    return predictor.predict(image)
+        result = predictor.predict(image, box=box)
+    else:
+        result = predictor.predict(image)
+    return replace(result, quality=mask_score(predictor, image, result.mask))
 
 
 def prelabel_batch(project_id: int, task_ids: list[int], run_id: str | None = None) -> dict:

@@ -110,3 +110,27 @@ def test_a_bare_box_runs_its_implied_centre_click_once(counted):
     client, runner, path = counted
     n, _ = runs_for(client, runner, predict_body(path, [rectangle(25, 20, 50, 60, W, H)]))
     assert n == 1
+
+
+def test_an_adopted_edit_is_scored_once_and_not_given_the_old_score(counted, predictor, disk):
+    """A session answered a click; the annotator erased part of the mask in Label Studio and
+    saved it; the same click comes again. The answer is the edit, with the edit's own score:
+    one network run (the score), where the old code ran none and kept the click's quality."""
+    client, runner, path = counted
+    project = "43.1"
+    click = [keypoint(50, 50, W, H)]
+    n, first = runs_for(client, runner, predict_body(path, click, project=project, task_id=5))
+    assert n == 1
+    answered = rle_to_mask(first["result"][0]["value"]["rle"], H, W)
+    edited = answered.copy()
+    edited[:, : W // 2] = False  # the annotator erased the left half
+    assert edited.any() and not np.array_equal(edited, answered)
+    body = predict_body(path, click, project=project, the_task=_region_task(path, edited, 5))
+    n, again = runs_for(client, runner, body)
+    assert n == 1  # the edit's score; the click is not run again
+    assert np.array_equal(rle_to_mask(again["result"][0]["value"]["rle"], H, W), edited)
+    assert again["score"] == pytest.approx(predictor.score_mask(disk[1], edited), abs=1e-6)
+    assert again["score"] != pytest.approx(first["score"], abs=1e-3)
+    # and nothing changed since: the same request again runs nothing, same answer and score
+    n, third = runs_for(client, runner, body)
+    assert n == 0 and third["score"] == again["score"]

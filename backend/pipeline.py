@@ -272,7 +272,8 @@ def finalise(work: Work) -> tuple[Outcome, SessionRecord]:
 
     The score follows the one rule for a mask's score (review.ranking.mask_score): a mask no
     click of this request judged (a stroke, an adopted edit, a prior) is scored with
-    score_mask as it is returned, here and only here; a click's answer keeps its quality."""
+    score_mask as it is returned, here and only here; a click's answer keeps its quality, a
+    tool's edit the session's."""
     state = work.state
     final = work.locks.apply(state.mask)
     if work.box is not None:

@@ -76,12 +76,13 @@ def mask_score(predictor, image, mask: np.ndarray) -> float:
     review) must come from it, so one mask gets one number, on the scale measured by
     benchmarks/quality_ranking.py. Pre-labelling pays one more network run per task for it.
 
-    One exception, for speed: an interactive answer that is the output of the request's own
-    click keeps that click's quality (locked pixels and the box re-applied after it). Scoring
-    it again would double each click's cost (35 ms a step, 40 ms a `score_mask` at 1024x1024
-    here) for a number Label Studio neither stores with the annotation nor ranks. Every other
-    interactive mask (a stroke, an adopted edit of the annotator's, a session's prior
-    answered without a click) is scored with `score_mask`, once, in `finalise`.
+    Exceptions, for speed, in interactive answers only (a number nothing ranks): an answer that
+    is the output of the request's own click keeps that click's quality (locked pixels and the
+    box re-applied after it); scoring it again would double each click's cost (35 ms a step,
+    40 ms a `score_mask` at 1024x1024 here). A tool's edit (superpixel, lasso, refine brush)
+    keeps the score the session had, for the same reason (a tool answers in ~14 ms). Every
+    other interactive mask (a stroke, an adopted edit of the annotator's, a session's prior
+    answered without a click) is scored with `score_mask` as returned, once, in `finalise`.
     """
     return float(predictor.score_mask(image, mask))
 

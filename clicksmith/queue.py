@@ -8,6 +8,10 @@ Why retries with back-off (5 s, 30 s, then 120 s for every later retry): a job f
 transient reason when Label Studio restarts, Redis or the network blips, or a worker is killed;
 immediate retries (what the backend used to enqueue) would all land inside the same outage and
 be spent in a second. The back-off needs the RQ scheduler, which `clicksmith worker` runs.
+Why only transient failures are retried (`is_transient`, applied by `clicksmith worker`): a
+job whose input is at fault (a malformed webhook payload, a task whose image is refused or
+missing) fails the same way every time; retrying it three times only delays its failure by
+2.5 minutes and hides the reason among retries. Such a job fails once, with the reason.
 Why a retrain is not retried (and gets RETRAIN_TIMEOUT_SECONDS): it fine-tunes for hours, and
 it fails for reasons a rerun does not fix (no corrections, a worse model, a bad dataset path);
 a person reads the failure and starts it again. The backend used to retry it like any job and
@@ -21,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from clicksmith.labelstudio.client import TRANSIENT_STATUSES
 from clicksmith.settings import Settings
 
 CORRECTIONS_JOB = "review.corrections.handle_event"
@@ -32,6 +37,41 @@ _UNRETRIED = {RETRAIN_JOB: "retrain_timeout_seconds"}
 
 class QueueUnavailable(RuntimeError):
     """REDIS_URL is unset or Redis cannot be reached."""
+
+
+class PermanentJobError(ValueError):
+    """The job's input is at fault (a malformed payload, a task whose image cannot be had for a
+    permanent reason): running it again cannot help, so the job fails once, with this message."""
+
+
+# what a job raises when its input is at fault (a bad payload, a task that cannot be read)
+_PERMANENT_TYPES = (ValueError, TypeError, LookupError, AttributeError)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a job that raised `exc` may succeed when run again later (RQ retries it with
+    back-off) or not (it fails once, with the reason).
+
+    Transient: anything that says so (LabelStudioError.transient: connection trouble,
+    timeouts, 5xx, 429), Label Studio API errors with those statuses or without a response,
+    network and Redis errors, timeouts, and any error of an unknown kind (a retry is bounded).
+    Permanent: PermanentJobError, a LabelStudioError that is not transient, Label Studio API
+    errors with any other 4xx (404: the task is gone, 401/403: the key), and the errors of a
+    malformed input (ValueError, TypeError, KeyError/IndexError, AttributeError)."""
+    flag = getattr(exc, "transient", None)
+    if isinstance(flag, bool):
+        return flag
+    if isinstance(exc, PermanentJobError):
+        return False
+    status = getattr(exc, "status_code", None)  # label_studio_sdk's ApiError
+    if status is None:
+        response = getattr(exc, "response", None)  # httpx.HTTPStatusError
+        status = getattr(response, "status_code", None)
+    if isinstance(status, int):
+        return status in TRANSIENT_STATUSES or status >= 500
+    if isinstance(exc, (OSError, TimeoutError)):  # ConnectionError, socket errors
+        return True
+    return not isinstance(exc, _PERMANENT_TYPES)
 
 
 def redis_conn(settings: Settings, timeout: float | None = None):

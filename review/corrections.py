@@ -10,6 +10,12 @@ Every file is written atomically (temp + os.replace) and only when its bytes cha
 per-project file lock, so an update replaces the example, a deletion removes it, and replaying
 an event — LS sends no retries, but our queue may run a job twice — changes nothing. An event
 older than what is stored (by `updated_at`) is ignored, so an out-of-order replay cannot revert.
+
+Failures: a payload that is malformed, or an annotation whose image cannot be had for a
+permanent reason, fails the job once, with the reason (clicksmith.queue.PermanentJobError; the
+worker does not retry it). In a bulk event the other annotations are stored first. A transient
+failure (Label Studio or the image host down) fails the job after the rest is stored, and RQ
+retries it with back-off; the replay rewrites nothing already stored.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from clicksmith.labelstudio.client import as_dict, client_for
 from clicksmith.labelstudio.config import ProjectConfig, parse_config, project_config
 from clicksmith.labelstudio.images import load_task_image
 from clicksmith.labelstudio.regions import merge_brush_regions
+from clicksmith.queue import PermanentJobError, is_transient
 from clicksmith.settings import REPO_ROOT, Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -90,47 +97,99 @@ def _locked(folder: Path):
 
 
 def handle_event(payload: dict) -> dict:
-    """RQ job for a Label Studio webhook payload; returns what changed (for logs and tests)."""
-    if not isinstance(payload, dict) or "action" not in payload:
-        raise ValueError("webhook payload must be a JSON object with an 'action'")
+    """RQ job for a Label Studio webhook payload; returns what changed (for logs and tests).
+
+    PermanentJobError when the payload or an annotation is at fault (the job is not retried);
+    a transient error is raised as is, once every other annotation is stored."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("action"), str):
+        raise PermanentJobError("webhook payload must be a JSON object with an 'action'")
     action = payload["action"]
     if action not in HANDLED:
         return {"action": action, "ignored": True}
     settings = load_settings()
+    project = _project_id(payload)
     if action == "ANNOTATIONS_DELETED":
-        ids = [int(a["id"] if isinstance(a, dict) else a)
-               for a in payload.get("annotations") or payload.get("annotation") or []]
-        project = _project_id(payload)
+        listed = payload.get("annotations") or payload.get("annotation") or []
+        try:
+            ids = [int(a["id"] if isinstance(a, dict) else a) for a in listed]
+        except (KeyError, TypeError, ValueError):
+            raise PermanentJobError(f"{action}: 'annotations' must list annotation ids, "
+                                    f"got {str(listed)[:200]}") from None
         return {"action": action, "removed": remove_annotations(settings, ids, project)}
     annotations = payload.get("annotation")
     tasks = payload.get("task")
     if isinstance(annotations, dict):
         annotations, tasks = [annotations], [tasks] if isinstance(tasks, dict) else []
-    by_id = {int(t["id"]): t for t in tasks or [] if isinstance(t, dict) and "id" in t}
-    changed = 0
-    stored = 0
-    for ann in annotations or []:
-        task = by_id.get(int(ann.get("task") or 0))
-        project = _project_id(payload) or ann.get("project") or (task or {}).get("project")
-        if project is None:
-            raise ValueError(f"annotation {ann.get('id')}: the payload names no project")
-        n, c = store_annotation(settings, int(project), ann, task, payload.get("project"))
+    if not isinstance(annotations, list):
+        raise PermanentJobError(f"{action}: the payload holds no 'annotation'")
+    by_id = {}
+    for t in tasks if isinstance(tasks, list) else []:
+        if isinstance(t, dict) and str(t.get("id")).isdigit():
+            by_id[int(t["id"])] = t
+    changed = stored = 0
+    failed: list[str] = []
+    transient: Exception | None = None
+    for ann in annotations:
+        try:
+            ann_id, task_id = annotation_ids(ann)
+            task = by_id.get(task_id)
+            where = project or ann.get("project") or (task or {}).get("project")
+            if where is None:
+                raise PermanentJobError(f"annotation {ann_id}: the payload names no project")
+            n, c = store_annotation(settings, _int(where, "project"), ann, task,
+                                    payload.get("project"))
+        except Exception as exc:
+            if is_transient(exc):
+                transient = transient or exc
+                log.warning("%s: %s (the job will be retried)", action, exc)
+            else:
+                failed.append(_reason(ann, exc))
+            continue
         stored += n
         changed += c
+    if transient is not None:
+        raise transient
+    if failed:
+        raise PermanentJobError(f"{action}: {len(failed)} of {len(annotations)} annotation(s) "
+                                f"not stored ({stored} mask(s) stored): " + "; ".join(failed))
     return {"action": action, "stored": stored, "files_changed": changed}
+
+
+def annotation_ids(ann: object) -> tuple[int, int]:
+    """(annotation id, task id) of a payload's annotation; PermanentJobError if it has none."""
+    try:
+        return int(ann["id"]), int(ann["task"])  # type: ignore[index]
+    except (KeyError, TypeError, ValueError):
+        shown = ann.get("id") if isinstance(ann, dict) else str(ann)[:100]
+        raise PermanentJobError(f"annotation {shown!r}: an annotation needs an integer 'id' "
+                                "and 'task'") from None
+
+
+def _reason(ann: object, exc: Exception) -> str:
+    if isinstance(exc, PermanentJobError):
+        return str(exc)
+    shown = ann.get("id") if isinstance(ann, dict) else "?"
+    return f"annotation {shown}: {type(exc).__name__}: {exc}"
+
+
+def _int(value: object, what: str) -> int:
+    try:
+        return int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise PermanentJobError(f"the payload's {what} id {value!r} is not a number") from None
 
 
 def _project_id(payload: dict) -> int | None:
     project = payload.get("project")
     if isinstance(project, dict):
-        return int(project["id"]) if "id" in project else None
-    return int(project) if project is not None else None
+        return _int(project["id"], "project") if "id" in project else None
+    return _int(project, "project") if project is not None else None
 
 
 def store_annotation(settings: Settings, project_id: int, ann: dict, task: dict | None,
                      project: dict | None = None, client=None) -> tuple[int, int]:
     """Store (or replace, or drop) the brush masks of one annotation. -> (masks, files changed)."""
-    ann_id, task_id = int(ann["id"]), int(ann["task"])
+    ann_id, task_id = annotation_ids(ann)
     folder = project_dir(settings, project_id)
     regions = [] if ann.get("was_cancelled") else merge_brush_regions(ann.get("result"))
     stamp = str(ann.get("updated_at") or ann.get("created_at") or "")

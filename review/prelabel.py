@@ -7,6 +7,13 @@ covers a kill after LS accepted the bulk write but before the job finished. Labe
 record, not Redis: a Redis "done" set would go stale when someone deletes predictions in LS.
 One job owns its task ids, and RQ never runs the same job twice at once. Redis only holds the
 run's progress (a set of finished task ids, so a retried job does not count twice).
+
+A bad task never sinks the batch: a task whose image cannot be fetched or decoded, or whose
+source does not fit, is reported (the run's failures: which task, why) and skipped, and every
+other task of the batch gets its prediction. A transient image failure (the host answers 5xx,
+times out) is tried TASK_ATTEMPTS times within TASK_RETRY_BUDGET_S first. Only what concerns
+the whole batch fails the job, to be retried by RQ with back-off: Label Studio itself down or
+refusing (reading a task, writing the predictions), the model failing.
 """
 
 from __future__ import annotations
@@ -36,6 +43,10 @@ from clicksmith.settings import Settings, load_settings
 from review import jobs
 
 log = logging.getLogger(__name__)
+
+TASK_ATTEMPTS = 3  # tries of one task whose image fetch fails transiently
+TASK_RETRY_DELAYS_S = (1.0, 3.0)  # the waits between them
+TASK_RETRY_BUDGET_S = 30.0  # no new try of a task once this long was spent on it
 
 
 def has_version(task: dict, model_version: str) -> bool:
@@ -135,11 +146,10 @@ def prelabel_batch(project_id: int, task_ids: list[int], run_id: str | None = No
             finished.append(task_id)
         else:
             try:
-                pending.append(_predict_one(predictor, client, settings, cfg, task, version))
+                pending.append(_predict_with_retries(predictor, client, settings, cfg, task,
+                                                     version))
             except (ValueError, LabelStudioError) as exc:
-                if getattr(exc, "transient", False):
-                    raise  # LS or the image host down: fail the job, RQ retries it
-                # bad image / URL: report it, retrying would not help
+                # bad image / URL / source, or its host still failing: report it, go on
                 log.warning("task %s: %s", task_id, exc)
                 errors[task_id] = str(exc)
                 stats["failed"] += 1
@@ -150,10 +160,31 @@ def prelabel_batch(project_id: int, task_ids: list[int], run_id: str | None = No
         stats["written"] = len(pending)
         finished += [p["task"] for p in pending]
     client.projects.update(project_id, model_version=version)
-    jobs.mark_done(conn, run_id, finished)
+    jobs.mark_done(conn, run_id, finished, failed=errors)
     if errors:
         stats["errors"] = errors
     return stats
+
+
+def _predict_with_retries(predictor, client, settings: Settings, cfg: ProjectConfig,
+                          task: dict, version: str) -> dict:
+    """_predict_one, tried again (TASK_ATTEMPTS, TASK_RETRY_BUDGET_S) while it fails
+    transiently; the last error says how often it was tried."""
+    started = time.monotonic()
+    for attempt in range(1, TASK_ATTEMPTS + 1):
+        try:
+            return _predict_one(predictor, client, settings, cfg, task, version)
+        except LabelStudioError as exc:
+            delay = TASK_RETRY_DELAYS_S[min(attempt, len(TASK_RETRY_DELAYS_S)) - 1]
+            spent = time.monotonic() - started
+            if not exc.transient:
+                raise
+            if attempt == TASK_ATTEMPTS or spent + delay > TASK_RETRY_BUDGET_S:
+                raise LabelStudioError(f"{exc} (tried {attempt} times in {spent:.0f} s)",
+                                       status=exc.status, transient=True) from None
+            log.info("task %s: %s; trying again in %.0f s", task.get("id"), exc, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
 
 
 def _predict_one(predictor, client, settings: Settings, cfg: ProjectConfig, task: dict,

@@ -15,7 +15,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="tasks per job (default: PRELABEL_BATCH_SIZE)")
     parser.add_argument("--wait", action="store_true",
                         help="follow progress until every job has finished")
-    parser.add_argument("--poll", type=float, default=2.0, help="seconds between progress lines")
+    parser.add_argument("--poll", type=float, default=2.0,
+                        help="seconds between progress checks (a line is printed on a change)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -24,7 +25,6 @@ def run(args: argparse.Namespace) -> int:
     from clicksmith import queue
     from clicksmith.labelstudio.client import LabelStudioError, describe_error
     from clicksmith.models import ModelUnavailable, process_model
-    from review import jobs
     from review.prelabel import plan
 
     settings = load_settings()
@@ -42,12 +42,43 @@ def run(args: argparse.Namespace) -> int:
     print(f"follow it with: clicksmith status {run_id}")
     if not args.wait:
         return 0
+    return follow(queue.redis_conn(settings), run_id, args.poll)
+
+
+MAX_LISTED = 50  # failures listed one per line (all of them: `clicksmith status RUN --json`)
+
+
+def follow(conn, run_id: str, poll: float, out=None) -> int:
+    """Print the run's progress whenever it changes, until every job has ended; then the
+    failures (task: reason) and a last line "run ...: done with N failure(s)".
+    Exit status 0 without failures, 1 with some."""
+    from review import jobs
     from review.status_cli import format_line
 
-    conn = queue.redis_conn(settings)
+    out = out or sys.stdout
+    shown = None
     while True:
         progress = jobs.run_progress(conn, run_id)
-        print(format_line(progress.as_dict()), flush=True)
+        if progress is None:
+            print(f"clicksmith prelabel: run {run_id} is gone from Redis", file=sys.stderr)
+            return 2
+        state = (progress.done, progress.total, len(progress.failures),
+                 sorted(progress.job_states.items()))
+        if state != shown:
+            print(format_line(progress.as_dict()), file=out, flush=True)
+            shown = state
         if progress.finished:
-            return 0 if progress.job_states.get("failed", 0) == 0 else 1
-        time.sleep(args.poll)
+            break
+        time.sleep(poll)
+    failures = progress.failures
+    for failure in failures[:MAX_LISTED]:
+        print(f"  {failure.describe()}", file=out)
+    if len(failures) > MAX_LISTED:
+        print(f"  ... and {len(failures) - MAX_LISTED} more (clicksmith status {run_id} --json)",
+              file=out)
+    n = len(failures)
+    which = ", ".join(f"task {f.task}" if f.task is not None else f"job {f.job}"
+                      for f in failures[:10]) + (", ..." if n > 10 else "")
+    print(f"run {run_id}: done with {n} failure{'' if n == 1 else 's'}"
+          + (f": {which}" if n else ""), file=out, flush=True)
+    return 0 if n == 0 else 1

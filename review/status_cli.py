@@ -34,7 +34,7 @@ def describe(conn, ident: str) -> dict | None:
     if out["status"] == "finished":
         out["result"] = job.return_value()
     elif out["status"] == "failed":
-        out["error"] = (job.exc_info or "").strip().splitlines()[-1:]
+        out["error"] = [jobs.failure_reason(job)]
     return out
 
 
@@ -44,7 +44,8 @@ def format_line(info: dict) -> str:
     if "run" in info:
         pct = 100.0 * info["done"] / info["total"] if info["total"] else 100.0
         states = ", ".join(f"{n} {s}" for s, n in sorted(info["jobs"].items()))
-        return (f"{info['run']}: {info['done']}/{info['total']} tasks ({pct:.0f}%), "
+        failed = f", {info['failed']} failed" if info.get("failed") else ""
+        return (f"{info['run']}: {info['done']}/{info['total']} tasks ({pct:.0f}%){failed}, "
                 f"ETA {format_eta(info['eta_s'])}, jobs: {states or 'none'}")
     meta = info.get("meta") or {}
     done = f" {meta['done']}/{meta['total']}" if "total" in meta else ""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
@@ -11,6 +13,52 @@ import pytest
 from clicksmith.cli import main as cli
 from clicksmith.labelstudio.results import decode_brush
 from tests.review.conftest import wait_until
+
+
+class ImageHost:
+    """An image host on 127.0.0.1: answers each GET with the next status of `statuses` (the
+    last one repeats), 200 with `image`; `hits` counts the requests."""
+
+    def __init__(self, statuses: list[int], image: bytes = b"") -> None:
+        host = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                with host.lock:
+                    status = host.statuses[min(host.hits, len(host.statuses) - 1)]
+                    host.hits += 1
+                body = host.image if status == 200 else b"boom"
+                self.send_response(status)
+                self.send_header("Content-Type", "image/png" if status == 200 else "text/plain")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.statuses, self.image, self.hits = statuses, image, 0
+        self.lock = threading.Lock()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.netloc = f"127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def image_host():
+    hosts: list[ImageHost] = []
+
+    def make(statuses: list[int], image: bytes = b"") -> ImageHost:
+        hosts.append(ImageHost(statuses, image))
+        return hosts[-1]
+
+    yield make
+    for h in hosts:
+        h.close()
 
 
 def _run_prelabel(capsys, project: int, batch: int) -> str:
@@ -42,7 +90,9 @@ def test_prelabel_20_tasks_with_two_workers(fake_ls, env, workers, capsys):
                 "--poll", "0.5"]) == 0
     out = capsys.readouterr().out
     run_id = out.split()[1].rstrip(":")
-    assert "20/20 tasks (100%)" in out.splitlines()[-1]
+    lines = out.splitlines()
+    assert lines[-1] == f"run {run_id}: done with 0 failures"
+    assert "20/20 tasks (100%)" in lines[-2]
     assert all(p.poll() is None for p in procs)  # workers stay up for the next jobs
 
     assert sorted(p["task"] for p in fake_ls.predictions) == list(range(1, 21))
@@ -74,11 +124,10 @@ def test_prelabel_20_tasks_with_two_workers(fake_ls, env, workers, capsys):
 
 
 def test_worker_killed_mid_job_retry_writes_no_duplicates(fake_ls, env, workers, capsys):
+    """The worker dies after LS stored its batch; the other worker runs the job again within a
+    minute (nothing moved by hand) and writes no duplicate."""
     from redis import Redis
-    from rq import Queue
     from rq.job import Job
-    from rq.registry import ScheduledJobRegistry, StartedJobRegistry
-    from rq.scheduler import RQScheduler
 
     fake_ls.add_project(9, 8)
     fake_ls.stall_next_import = threading.Event()
@@ -87,25 +136,18 @@ def test_worker_killed_mid_job_retry_writes_no_duplicates(fake_ls, env, workers,
     proc = workers.start(burst=False)
     # LS has stored the batch, the worker waits for the answer: kill it right there.
     assert fake_ls.import_stored.wait(180), "the worker never wrote its batch"
+    survivor = workers.start(burst=False)
     workers.kill(proc)
+    killed_at = time.time()
     fake_ls.release_import.set()
     assert len(fake_ls.predictions) == 8
 
     conn = Redis.from_url(env["REDIS_URL"])
-    queue = Queue(env["QUEUE_NAME"], connection=conn)
-    registry = StartedJobRegistry(queue=queue)
-    assert len(registry.get_job_ids()) == 1  # abandoned, still "started"
-    # RQ's maintenance retries it once its heartbeat has expired (>= 60 s); move the clock.
-    registry.cleanup(timestamp=time.time() + 3600)
-    scheduled = ScheduledJobRegistry(queue=queue)
-    (job_id,) = scheduled.get_job_ids()  # retried after the Retry interval (5 s)
-    wait_until(lambda: scheduled.get_scheduled_time(job_id).timestamp() < time.time(), 30,
-               what="the retry to become due")
-    # The dead worker's scheduler lock lapses after 61 s; let it lapse now so the next
-    # worker's scheduler enqueues the due retry.
-    conn.delete(RQScheduler.get_locking_key(queue.name))
-    out = workers.wait(workers.start())
-    assert "Job OK" in out or "Successfully completed" in out, out
+    (job_id,) = json.loads(conn.hget(f"clicksmith:run:{run_id}", "jobs"))
+    wait_until(lambda: Job.fetch(job_id, connection=conn).get_status().value == "finished",
+               120, step=0.5, what="the survivor to run the abandoned job")
+    assert time.time() - killed_at < 60
+    assert survivor.poll() is None
     assert sorted(p["task"] for p in fake_ls.predictions) == list(range(1, 9))  # no duplicates
     job = Job.fetch(job_id, connection=conn)
     result = job.return_value()
@@ -115,6 +157,39 @@ def test_worker_killed_mid_job_retry_writes_no_duplicates(fake_ls, env, workers,
     assert capsys.readouterr().out.strip() == f"job {job_id}: finished 8/8"
     assert cli(["status", run_id]) == 0
     assert "8/8 tasks" in capsys.readouterr().out
+
+
+def test_one_bad_image_is_reported_and_the_rest_prelabelled(fake_ls, env, workers, capsys,
+                                                            image_host):
+    """One of nine task images answers HTTP 500: it is tried three times, reported (which
+    task, why) and skipped; the eight others get their prediction; `--wait` prints a line per
+    change only, lists the failure and ends "done with 1 failure" with exit status 1."""
+    host = image_host([500])
+    workers.env["ALLOWED_IMAGE_HOSTS"] = host.netloc
+    fake_ls.add_project(8, 9)
+    fake_ls.tasks[5]["data"]["image"] = f"http://{host.netloc}/img5.png"
+    workers.start(burst=False)
+    started = time.time()
+    assert cli(["prelabel", "--project", "8", "--batch-size", "3", "--wait",
+                "--poll", "0.2"]) == 1
+    took = time.time() - started
+    out = capsys.readouterr().out
+    run_id = out.split()[1].rstrip(":")
+    lines = out.splitlines()
+    assert lines[-1] == f"run {run_id}: done with 1 failure: task 5"
+    assert lines[-2].startswith(f"  task 5: could not fetch image http://{host.netloc}/img5.png:"
+                                " HTTP 500 (tried 3 times")
+    progress = [line for line in lines if line.startswith(f"{run_id}: ")]
+    assert len(progress) == len(set(progress)) <= 12  # a line per change, not per poll
+    assert "9/9 tasks (100%), 1 failed" in progress[-1] and "3 finished" in progress[-1]
+    assert host.hits == 3
+    assert sorted(p["task"] for p in fake_ls.predictions) == [1, 2, 3, 4, 6, 7, 8, 9]
+    assert took < 90  # model load + 9 tasks + 1 + 3 s of retries; no job-level back-off
+
+    assert cli(["status", run_id, "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["failed"] == 1 and info["failures"][0]["task"] == 5
+    assert "HTTP 500" in info["failures"][0]["reason"]
 
 
 def test_prelabel_bad_input_exits_2(env, capsys):
@@ -153,3 +228,21 @@ def test_batch_job_reports_bad_tasks_without_failing(fake_ls, env):
     assert "not the Label Studio host" in stats["errors"][2]
     assert [p["task"] for p in fake_ls.predictions] == [1]
     assert ("GET", "/elsewhere.png") not in fake_ls.calls
+
+
+def test_batch_job_retries_a_transient_image_failure(fake_ls, env, monkeypatch, image_host):
+    """An image host that answers 503 once, then the image: the task is pre-labelled; one that
+    answers 404 (permanent) is asked once and reported."""
+    from review.prelabel import prelabel_batch
+
+    fake_ls.add_project(4, 2)
+    flaky = image_host([503, 200], fake_ls.images["4/img1.png"])
+    gone = image_host([404])
+    monkeypatch.setenv("ALLOWED_IMAGE_HOSTS", f"{flaky.netloc},{gone.netloc}")
+    fake_ls.tasks[1]["data"]["image"] = f"http://{flaky.netloc}/a.png"
+    fake_ls.tasks[2]["data"]["image"] = f"http://{gone.netloc}/b.png"
+    stats = prelabel_batch(4, [1, 2])
+    assert stats["written"] == 1 and stats["failed"] == 1
+    assert flaky.hits == 2 and gone.hits == 1
+    assert "HTTP 404" in stats["errors"][2]
+    assert [p["task"] for p in fake_ls.predictions] == [1]

@@ -121,5 +121,5 @@ def test_transient_error_is_retried_with_back_off(env, workers, tmp_path):
                what="the retries to be spent")
     times = [float(t) for t in _runs(marker)]
     assert len(times) == 3
-    gaps = [b - a for a, b in zip(times, times[1:])]
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
     assert 4 <= gaps[0] < 15 and 29 <= gaps[1] < 45, gaps

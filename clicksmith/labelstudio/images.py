@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,8 @@ from clicksmith.labelstudio.client import (
     settings_token,
 )
 from clicksmith.settings import REPO_ROOT, Settings
+
+log = logging.getLogger(__name__)
 
 MAX_REDIRECTS = 5
 CLOUD_SCHEMES = ("s3:", "gs:", "azure-blob:")
@@ -194,7 +197,10 @@ class ImageFetcher:
     # --- reading -----------------------------------------------------------------------
     def read(self, url: str, task_id: int | None = None) -> bytes:
         """The bytes of the image `url` refers to."""
-        location = self.locate(url, task_id)
+        try:
+            location = self.locate(url, task_id)
+        except ValueError:  # urlparse refuses e.g. "http://[127.0.0.1]:80/"
+            raise LabelStudioError(f"image reference {url[:80]!r} is not a valid URL") from None
         if location.kind == "file":
             return self._read_file(location.target, url)
         return self._download(location, url)
@@ -233,8 +239,11 @@ class ImageFetcher:
                             continue
                         self._check_status(status, current, url, with_key)
                         return self._body(response, url)
-                except httpx.HTTPError as exc:
-                    raise LabelStudioError(f"could not fetch image {current}: {exc}",
+                except (httpx.HTTPError, httpx.InvalidURL) as exc:
+                    # the reason (refused, timed out, reset...) goes to the log only: told to
+                    # the client it would map which ports of an allowed host are open
+                    log.warning("image %s: fetching %s failed: %s", url, current, exc)
+                    raise LabelStudioError(f"could not fetch image {current}: no answer",
                                            status=502, transient=True) from None
         raise LabelStudioError(
             f"image {url!r}: more than {MAX_REDIRECTS} redirects (a redirect loop?)", status=502)
@@ -245,8 +254,12 @@ class ImageFetcher:
             raise LabelStudioError(
                 f"image {url!r}: {current} answered {response.status_code} without a Location",
                 status=502)
-        target = urljoin(current, location)
-        if urlparse(target).scheme.lower() not in ("http", "https"):
+        try:
+            target = urljoin(current, location)
+            scheme = urlparse(target).scheme.lower()
+        except ValueError:
+            scheme, target = "", location[:80]
+        if scheme not in ("http", "https"):
             raise LabelStudioError(f"image {url!r}: refusing the redirect to {target!r}")
         if not self.host_allowed(target):
             raise self._refuse_host(target, f"follow the redirect of {current} to")

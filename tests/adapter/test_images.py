@@ -195,6 +195,29 @@ def test_transient_and_permanent_failures(ls):
     refusal(lambda: down.load("/data/upload/1/a.png"), 502, True, "could not fetch")
 
 
+def test_unreachable_hosts_look_alike_and_malformed_urls_are_refused(ls):
+    """A closed port and a listening non-HTTP port of an allowed host give the same message (it
+    would otherwise map which ports are open); a URL urlparse cannot read is a 400, not a 500."""
+    closed = closed_port()
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(1)
+    try:
+        messages = []
+        for port in (closed, silent.getsockname()[1]):
+            f = ImageFetcher(load_settings(env={}, allowed_image_hosts="127.0.0.1"), timeout=1.0)
+            url = f"http://127.0.0.1:{port}/a.png"
+            with pytest.raises(LabelStudioError) as info:
+                f.load(url)
+            messages.append(str(info.value).replace(str(port), "PORT"))
+        assert messages[0] == messages[1]
+    finally:
+        silent.close()
+    f = fetcher(ls.url)
+    for bad in (f"http://[127.0.0.1]:{closed}/a.png", "http://[::1/a.png"):
+        refusal(lambda bad=bad: f.load(bad), 400, False, "not a valid URL")
+
+
 # --- local files ---------------------------------------------------------------------------
 
 

@@ -104,16 +104,17 @@ def json_body() -> dict:
 @status.get("/")
 @status.get("/health")
 def health():
-    b = backend()
-    answer = {
-        "status": "UP",
-        "model_state": b.model.state,
-        "model_version": b.model.model_version,
-        "sessions": b.sessions.kind,
-    }
-    if b.model.error:
-        answer["model_error"] = b.model.error
-    return jsonify(answer)
+    """UP (200) when everything configured works, else DEGRADED (503) with the reasons in the
+    body and in the status line's reason phrase, which Label Studio shows (backend/health.py)."""
+    from backend.health import Health
+
+    checker = current_app.extensions.get("clicksmith_health")
+    if checker is None:
+        checker = current_app.extensions.setdefault("clicksmith_health", Health(backend()))
+    answer, code, reason = checker.answer()
+    response = jsonify(answer)
+    response.status = f"{code} {reason}"
+    return response
 
 
 @status.get("/metrics")

@@ -4,13 +4,24 @@ Why server-side state: with "auto-accept suggestions" Label Studio deletes the s
 each answer, so the next request holds one click only; the backend must remember the previous
 clicks and mask to refine instead of starting over. With REDIS_URL the state lives in Redis so
 every gunicorn worker (and machine) sees the same session; otherwise an in-process LRU with TTL.
+
+Why a per-session lock, and why its Redis form is short-lived: two quick clicks of one
+annotator must both land, so requests of one session run one after the other. A lock that
+outlives its request (a Redis stall made the release fail, the process was killed) would hold
+up that annotator's next clicks, so the Redis lock has a short TTL that a keeper thread keeps
+renewing while the request runs, is released in `finally` with a bounded retry, and, if Redis
+still does not answer, is released in the background as soon as it does (or expires by its
+TTL). A request that finds the lock taken waits at most `lock_wait` seconds and then answers a
+503 saying so, well before Label Studio gives up on /predict (100 s).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
+import uuid
 import weakref
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -21,7 +32,11 @@ from typing import Protocol
 from backend.errors import ApiError
 from cdnet.clicks import Click
 
+log = logging.getLogger(__name__)
+
 KEY_PREFIX = "clicksmith:session:"
+LOCK_TTL_S = 10.0  # a Redis lock's life without renewal (renewed every LOCK_TTL_S / 4)
+LOCK_WAIT_S = 15.0  # how long a request waits for its session's lock before a 503
 
 Box = tuple[float, float, float, float]  # y0, x0, y1, x1 in pixels
 
@@ -140,15 +155,20 @@ class SessionStore(Protocol):
 
     def lock(self, key: str) -> AbstractContextManager[None]: ...
 
+    def ping(self) -> str | None:
+        """None when the store works, else why not (fast: for /health)."""
+        ...
+
 
 class MemorySessionStore:
     """In-process LRU with TTL, for a single-process server without Redis."""
 
     kind = "memory"
 
-    def __init__(self, size: int, ttl: int) -> None:
+    def __init__(self, size: int, ttl: int, lock_wait: float = LOCK_WAIT_S) -> None:
         self.size = max(1, size)
         self.ttl = ttl
+        self.lock_wait = lock_wait
         self._items: OrderedDict[str, tuple[float, dict[str, bytes]]] = OrderedDict()
         self._lock = threading.Lock()
         self._key_locks: weakref.WeakValueDictionary[str, threading.Lock] = (
@@ -185,21 +205,52 @@ class MemorySessionStore:
             if key_lock is None:
                 key_lock = threading.Lock()
                 self._key_locks[key] = key_lock
-        with key_lock:
+        if not key_lock.acquire(timeout=self.lock_wait):
+            raise ApiError(503, _busy_message(self.lock_wait))
+        try:
             yield
+        finally:
+            key_lock.release()
+
+    def ping(self) -> str | None:
+        return None
+
+
+def _busy_message(wait: float) -> str:
+    return (f"another request of this annotator's session has been running for over {wait:g} s "
+            "(or the session store stalled); retry the click")
 
 
 class RedisSessionStore:
-    """Sessions in Redis hashes under `clicksmith:session:<key>`, expiring after `ttl` seconds."""
+    """Sessions in Redis hashes under `clicksmith:session:<key>`, expiring after `ttl` seconds.
+
+    Three connections: one for the session data (5 s timeouts), one for the locks (0.5 s: a
+    stalled Redis must not hold a request, nor its lock's release, for long) and one for
+    /health's ping (0.25 s, so /health answers within Label Studio's 1 s)."""
 
     kind = "redis"
 
-    def __init__(self, url: str, ttl: int, prefix: str = KEY_PREFIX) -> None:
+    def __init__(self, url: str, ttl: int, prefix: str = KEY_PREFIX, *,
+                 lock_ttl: float = LOCK_TTL_S, lock_wait: float = LOCK_WAIT_S,
+                 lock_timeout: float = 0.5, ping_timeout: float = 0.25) -> None:
         import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
 
         self.redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
+        # no retries on these two: a timeout must end the call, not start another one
+        self._lock_redis = redis.Redis.from_url(url, socket_timeout=lock_timeout,
+                                                socket_connect_timeout=lock_timeout,
+                                                retry=Retry(NoBackoff(), 0))
+        self._ping_redis = redis.Redis.from_url(url, socket_timeout=ping_timeout,
+                                                socket_connect_timeout=ping_timeout,
+                                                retry=Retry(NoBackoff(), 0))
+        self.url = url
         self.ttl = ttl
         self.prefix = prefix
+        self.lock_ttl = lock_ttl
+        self.lock_wait = lock_wait
+        self.keeper = LockKeeper(lock_ttl)
 
     def _call(self, fn, *args, **kwargs):
         import redis
@@ -229,19 +280,160 @@ class RedisSessionStore:
     def delete(self, key: str) -> None:
         self._call(self.redis.delete, self.prefix + key)
 
+    def lock_name(self, key: str) -> str:
+        return self.prefix + key + ":lock"
+
     @contextmanager
     def lock(self, key: str) -> Iterator[None]:
-        """Serialise requests of one session across workers: two quick clicks must both land."""
+        """Serialise requests of one session across workers: two quick clicks must both land.
+
+        The lock lives `lock_ttl` seconds unless renewed; the keeper renews it while the block
+        runs. Waiting for it gives up after `lock_wait` seconds with a 503."""
         import redis
 
-        lock = self.redis.lock(self.prefix + key + ":lock", timeout=60, blocking_timeout=30)
-        acquired = self._call(lock.acquire)
+        lock = self._lock_redis.lock(self.lock_name(key), timeout=self.lock_ttl,
+                                     blocking_timeout=self.lock_wait, thread_local=False)
+        token = uuid.uuid4().hex.encode()
+        try:
+            acquired = lock.acquire(token=token)
+        except redis.RedisError as exc:
+            # Redis may still carry out our SET when it answers again: release that token then
+            lock.local.token = token
+            self.keeper.release_later(HeldLock(lock, time.monotonic()))
+            raise ApiError(503, f"session store (Redis) unavailable: {exc}") from None
         if not acquired:
-            raise ApiError(503, "another request of this session is still running; retry")
+            raise ApiError(503, _busy_message(self.lock_wait))
+        held = self.keeper.hold(lock)
         try:
             yield
         finally:
-            try:
-                lock.release()
-            except redis.RedisError:
-                pass  # expired meanwhile: nothing left to release
+            self.keeper.drop(held)
+            if held.lost:
+                log.warning("session lock %s expired while its request ran (Redis stalled "
+                            "longer than %g s)", lock.name, self.lock_ttl)
+            elif not _release(lock, attempts=3, pause=0.1):
+                # Redis does not answer: the keeper releases it once it does; until then the
+                # lock can live no longer than the TTL of its last renewal
+                self.keeper.release_later(held)
+
+    def ping(self) -> str | None:
+        """None when Redis answers PING within the ping timeout, else the reason."""
+        import redis
+
+        try:
+            self._ping_redis.ping()
+        except redis.RedisError as exc:
+            return f"Redis at {redact_url(self.url)} unreachable: {exc}"
+        return None
+
+
+def redact_url(url: str) -> str:
+    """A Redis URL without its password, for messages."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    user = f"{parts.username}:***@" if parts.username else "***@"
+    return urlunsplit(parts._replace(netloc=user + host))
+
+
+def _release(lock, attempts: int, pause: float) -> bool:
+    """Release `lock`; True when it is gone (released, or expired meanwhile)."""
+    import redis
+    from redis.exceptions import LockError
+
+    for attempt in range(attempts):
+        try:
+            lock.release()
+            return True
+        except LockError:  # expired meanwhile (or already released): nothing left to do
+            return True
+        except redis.RedisError:
+            if attempt + 1 < attempts:
+                time.sleep(pause)
+    return False
+
+
+@dataclass(eq=False)
+class HeldLock:
+    """A Redis lock the keeper renews: `renewed` when it last succeeded, `lost` when the lock
+    was found expired or taken by another request."""
+
+    lock: object
+    renewed: float
+    lost: bool = False
+
+
+class LockKeeper:
+    """One thread per store that renews the held session locks every `ttl / 4` seconds and
+    retries the releases that failed, until they succeed or the lock has expired anyway.
+
+    The thread runs only while there is something to keep, and starts again on demand."""
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self.every = ttl / 4
+        self._held: set[HeldLock] = set()
+        self._pending: set[HeldLock] = set()
+        self._cv = threading.Condition()
+        self._running = False
+
+    def hold(self, lock) -> HeldLock:
+        held = HeldLock(lock, time.monotonic())
+        with self._cv:
+            self._held.add(held)
+            self._start()
+        return held
+
+    def drop(self, held: HeldLock) -> None:
+        with self._cv:
+            self._held.discard(held)
+
+    def release_later(self, held: HeldLock) -> None:
+        with self._cv:
+            self._pending.add(held)
+            self._start()
+            self._cv.notify()
+
+    @property
+    def pending(self) -> int:
+        with self._cv:
+            return len(self._pending)
+
+    def _start(self) -> None:  # with self._cv held
+        if not self._running:
+            self._running = True
+            threading.Thread(target=self._run, name="clicksmith-lock-keeper",
+                             daemon=True).start()
+
+    def _run(self) -> None:
+        import redis
+        from redis.exceptions import LockError
+
+        while True:
+            with self._cv:
+                if not self._held and not self._pending:
+                    self._running = False
+                    return
+                # pending releases are retried more often than renewals are due
+                self._cv.wait(min(self.every, 0.2) if self._pending else self.every)
+                held, pending = list(self._held), list(self._pending)
+            now = time.monotonic()
+            for h in held:
+                if h.lost:
+                    continue
+                try:
+                    h.lock.reacquire()
+                    h.renewed = time.monotonic()
+                except LockError:
+                    h.lost = True
+                except redis.RedisError:
+                    pass  # Redis stalled: try again next round, the TTL still runs
+            for h in pending:
+                if now > h.renewed + self.ttl or _release(h.lock, attempts=1, pause=0):
+                    with self._cv:
+                        self._pending.discard(h)

@@ -88,6 +88,24 @@ def redis_conn(settings: Settings, timeout: float | None = None):
                           socket_connect_timeout=timeout)
 
 
+def ping(settings: Settings, timeout: float = 0.25) -> str | None:
+    """None when the queue's Redis answers PING within `timeout` seconds, else why not: for
+    /health and `clicksmith serve`'s start-up check, which must answer quickly."""
+    import redis
+
+    try:
+        conn = redis_conn(settings, timeout)
+    except QueueUnavailable as exc:
+        return str(exc)
+    try:
+        conn.ping()
+    except redis.RedisError as exc:
+        return f"job queue (Redis) unreachable: {exc}"
+    finally:
+        conn.close()
+    return None
+
+
 def job_queue(settings: Settings, conn=None, name: str | None = None):
     """The RQ queue QUEUE_NAME (or `name`), with JOB_TIMEOUT_SECONDS as its default timeout."""
     from rq import Queue

@@ -31,6 +31,7 @@ class Settings:
     torch_threads: int
     host: str
     port: int
+    request_read_timeout_seconds: float
     label_studio_url: str
     label_studio_api_key: str
     allowed_image_hosts: str

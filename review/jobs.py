@@ -152,6 +152,22 @@ def run_progress(conn, run_id: str) -> Progress | None:
                     tuple(failures))
 
 
+def list_runs(conn, limit: int = 20) -> list[Progress]:
+    """The newest `limit` runs still in Redis (runs expire a week after they start), newest
+    first: what `clicksmith status` shows when asked for no run in particular."""
+    started: list[tuple[float, str]] = []
+    for key in conn.scan_iter(match=run_key("*"), count=500):
+        name = key.decode()
+        run_id = name[len(run_key("")):]
+        if run_id.endswith((":done", ":failed")):
+            continue
+        stamp = conn.hget(name, "started_at")
+        if stamp is not None:
+            started.append((float(stamp), run_id))
+    runs = (run_progress(conn, run_id) for _, run_id in sorted(started, reverse=True)[:limit])
+    return [p for p in runs if p is not None]
+
+
 def update_job_meta(done: int, total: int, started: float, **extra: object) -> None:
     """Progress of the current RQ job in its meta (no-op outside a worker)."""
     from rq import get_current_job

@@ -1,4 +1,5 @@
-"""`clicksmith status ID`: progress of a run (from `clicksmith prelabel`) or of one RQ job."""
+"""`clicksmith status [ID]`: progress of a run (from `clicksmith prelabel`) or of one RQ job;
+without an id, the newest runs, one line each."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ from clicksmith.settings import load_settings
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("id", help="a run id (printed by `clicksmith prelabel`) or an RQ job id")
+    parser.add_argument("id", nargs="?", default=None,
+                        help="a run id (printed by `clicksmith prelabel`) or an RQ job id; "
+                             "none: list the newest runs")
+    parser.add_argument("--limit", type=int, default=20, help="runs listed without an id")
     parser.add_argument("--json", action="store_true", help="print JSON")
 
 
@@ -60,6 +64,17 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, queue.QueueUnavailable) as exc:
         print(f"clicksmith status: {exc}", file=sys.stderr)
         return 2
+    if args.id is None:
+        from review import jobs
+
+        runs = [p.as_dict() for p in jobs.list_runs(conn, max(1, args.limit))]
+        if args.json:
+            print(json.dumps(runs, indent=2, default=str))
+        elif not runs:
+            print("no runs in Redis (a run is kept for a week after `clicksmith prelabel`)")
+        for info in [] if args.json else runs:
+            print(format_line(info))
+        return 0
     info = describe(conn, args.id)
     if info is None:
         print(f"clicksmith status: no run or job {args.id!r} in Redis", file=sys.stderr)

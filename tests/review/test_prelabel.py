@@ -246,3 +246,21 @@ def test_batch_job_retries_a_transient_image_failure(fake_ls, env, monkeypatch, 
     assert flaky.hits == 2 and gone.hits == 1
     assert "HTTP 404" in stats["errors"][2]
     assert [p["task"] for p in fake_ls.predictions] == [1]
+
+
+def test_status_without_an_id_lists_the_newest_runs_first(env, capsys):
+    from redis import Redis
+
+    from review import jobs
+
+    conn = Redis.from_url(env["REDIS_URL"])
+    older = jobs.new_run(conn, "prelabel", 3, 5)
+    conn.hset(jobs.run_key(older), "started_at", time.time() - 60)
+    newer = jobs.new_run(conn, "prelabel", 4, 2)
+    jobs.mark_done(conn, newer, [1, 2], failed={2: "image answered HTTP 404"})
+    assert cli(["status"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines] == [newer, older]
+    assert "2/2 tasks (100%), 1 failed" in lines[0] and "0/5 tasks (0%)" in lines[1]
+    assert cli(["status", "--json"]) == 0
+    assert [r["run"] for r in json.loads(capsys.readouterr().out)] == [newer, older]

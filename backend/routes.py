@@ -111,7 +111,8 @@ def health():
     checker = current_app.extensions.get("clicksmith_health")
     if checker is None:
         checker = current_app.extensions.setdefault("clicksmith_health", Health(backend()))
-    answer, code, reason = checker.answer()
+    deep = request.args.get("deep", "").lower() in {"1", "true", "yes"}
+    answer, code, reason = checker.answer(deep=deep)
     response = jsonify(answer)
     response.status = f"{code} {reason}"
     return response
@@ -123,6 +124,8 @@ def metrics():
     extra = {
         "image_cache_hits": b.images.hits,
         "image_cache_misses": b.images.misses,
+        "image_cache_images": len(b.images),
+        "image_cache_bytes": b.images.nbytes,
         "model_ready": 1 if b.model.state == "ready" else 0,
     }
     text = b.metrics.render(b.model.model_version, b.model.state, extra)
@@ -131,8 +134,8 @@ def metrics():
 
 @status.get("/versions")
 def versions():
-    # Label Studio accepts a 404 here: one model version per running backend.
-    raise ApiError(404, "model versions are not listed; the current one is in /health")
+    """{"versions": [names], "current": the serving one}: Label Studio lists `versions`."""
+    return jsonify(backend().versions())
 
 
 # --- ml ---------------------------------------------------------------------------------------

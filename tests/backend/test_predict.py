@@ -104,6 +104,10 @@ def test_accumulated_clicks_extend_the_session(make_app, disk, predictor):
     assert 'clicksmith_interactions_total{kind="extend"' in text
     # one new click per request: progressive, never a replay of the earlier ones
     assert re.search(r"^clicksmith_clicks_run_total\{[^}]*\} 3$", text, re.M)
+    # one image cached, its bytes counted (the RGB pixels at least)
+    assert re.search(r"^clicksmith_image_cache_images\{[^}]*\} 1$", text, re.M)
+    cached = re.search(r"^clicksmith_image_cache_bytes\{[^}]*\} (\d+)$", text, re.M)
+    assert cached and int(cached.group(1)) >= H * W * 3
 
 
 def test_auto_accept_single_clicks_continue_the_session(client, disk, predictor):
@@ -243,12 +247,6 @@ def test_several_images_by_name(client, disk, tmp_path, predictor):
     ctx = [keypoint(50, 50, 50, 40, label="Cat", from_name="rkp", to_name="right")]
     r = client.post("/predict", json=predict_body(path, ctx, config=config, the_task=the_task))
     assert r.status_code == 400 and "Cat" in r.json["error"]
-
-
-def test_batch_retrieve_predictions_stores_nothing(client, disk):
-    path, _ = disk
-    r = client.post("/predict", json=predict_body(path, None))
-    assert r.status_code == 200 and r.json == {"results": []}
 
 
 def test_click_on_a_grabcut_photo(make_app, predictor):

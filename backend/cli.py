@@ -45,8 +45,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def check_dependencies(settings: Settings) -> tuple[list[str], str | None]:
     """(problems, Label Studio's reason or None) of the configured dependencies: Redis (sessions
-    and jobs) answering, Label Studio accepting the API key. Each takes a few seconds at most."""
-    from backend.health import check_label_studio, check_redis
+    and jobs) answering, Label Studio accepting the API key. Each takes a few seconds at most.
+    The checks are clicksmith/checks.py's, which `clicksmith doctor` and /health use too."""
+    from clicksmith.checks import check_label_studio, check_redis
 
     problems = []
     redis_reason = check_redis(settings)

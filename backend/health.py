@@ -16,6 +16,13 @@ to load; one still loading is normal and stays UP: /setup and /predict say "load
 when LABEL_STUDIO_URL is set, Label Studio accepting LABEL_STUDIO_API_KEY (one authenticated
 GET /api/current-user/whoami, in a background thread, rechecked every LS_RECHECK_OK_S, or
 LS_RECHECK_FAILED_S after a failure): /health itself never waits on Label Studio.
+
+GET /health?deep=1 adds details for a person (`clicksmith doctor` shows them): the RQ workers
+listening on QUEUE_NAME (a failing check: webhooks would be queued and never handled), the
+token's kind (legacy / personal access token) and user, the model's settings. Same cached
+checks, same 200/503, same bound on the time it takes.
+The checks themselves live in clicksmith/checks.py, shared with `clicksmith serve`'s start-up
+checks and `clicksmith doctor`.
 """
 
 from __future__ import annotations
@@ -27,6 +34,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from backend.errors import reason_phrase
+from clicksmith.checks import (  # noqa: F401 - the checks live in clicksmith/, re-exported
+    WHOAMI_PATH,
+    check_label_studio,
+    check_redis,
+    label_studio_token,
+    token_kind,
+    workers_listening,
+)
 from clicksmith.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -35,57 +50,13 @@ REDIS_CACHE_S = 1.5
 PING_TIMEOUT_S = 0.25
 LS_RECHECK_OK_S = 60.0
 LS_RECHECK_FAILED_S = 10.0
-WHOAMI_PATH = "/api/current-user/whoami"  # Label Studio 1.23: users/urls.py
-
-
-def check_label_studio(settings: Settings, timeout: float = 3.0) -> str | None:
-    """None when LABEL_STUDIO_URL is unset or Label Studio accepts LABEL_STUDIO_API_KEY on an
-    authenticated GET; else why not (unreachable, key missing or rejected)."""
-    import httpx
-
-    from clicksmith.labelstudio.client import LabelStudioError, settings_token
-
-    base = settings.label_studio_url.rstrip("/")
-    if not base:
-        return None
-    if not settings.label_studio_api_key:
-        return (f"LABEL_STUDIO_API_KEY is not set: Label Studio at {base} refuses the "
-                "backend's API calls and image downloads")
-    try:
-        header = settings_token(settings).header()  # a personal access token is exchanged
-    except LabelStudioError as exc:
-        return f"Label Studio at {base}: {exc}"
-    try:
-        response = httpx.get(base + WHOAMI_PATH, headers={"Authorization": header},
-                             timeout=timeout, follow_redirects=False)
-    except httpx.HTTPError as exc:
-        return f"Label Studio at {base} unreachable: {exc or type(exc).__name__}"
-    if response.status_code in (401, 403):
-        return (f"Label Studio at {base} rejected LABEL_STUDIO_API_KEY (HTTP "
-                f"{response.status_code} on {WHOAMI_PATH}): use a valid access token")
-    if response.status_code != 200:
-        return f"Label Studio at {base} answered HTTP {response.status_code} on {WHOAMI_PATH}"
-    return None
-
-
-def check_redis(settings: Settings, timeout: float = 2.0) -> str | None:
-    """None when REDIS_URL is unset or its Redis answers PING; else why not."""
-    from clicksmith.queue import ping
-
-    if not settings.redis_url:
-        return None
-    reason = ping(settings, timeout)
-    if reason is None:
-        return None
-    from backend.sessions import redact_url
-
-    return reason.replace("job queue (Redis)", f"Redis at {redact_url(settings.redis_url)}")
 
 
 @dataclass
 class _Result:
     reason: str | None
     at: float  # time.monotonic() of the check
+    user: str = ""  # whom Label Studio knows the key as, when it accepted it
 
 
 class Health:
@@ -102,6 +73,8 @@ class Health:
         self._ls: _Result | None = None
         self._ls_lock = threading.Lock()
         self._ls_running = False
+        self._workers: tuple[float, dict[str, Any]] | None = None
+        self._workers_lock = threading.Lock()
         if label_studio is not False and self.settings.label_studio_url:
             self._ls = _Result(label_studio or None, time.monotonic())  # type: ignore[arg-type]
 
@@ -136,7 +109,7 @@ class Health:
             self._redis = (time.monotonic(), checks)
             return checks
 
-    def _label_studio(self) -> dict[str, Any]:
+    def _label_studio(self, deep: bool = False) -> dict[str, Any]:
         if not self.settings.label_studio_url:
             return {"ok": True, "configured": False}
         with self._ls_lock:
@@ -148,6 +121,10 @@ class Health:
                 threading.Thread(target=self._check_label_studio, daemon=True,
                                  name="clicksmith-health-ls").start()
         answer: dict[str, Any] = {"configured": True, "url": self.settings.label_studio_url}
+        if deep:
+            answer["token"] = token_kind(self.settings) or "not set"
+            if result is not None and result.user:
+                answer["user"] = result.user
         if result is None:
             return answer | {"ok": None, "note": "being checked"}
         answer |= {"ok": result.reason is None,
@@ -157,19 +134,45 @@ class Health:
         return answer
 
     def _check_label_studio(self) -> None:
+        user = ""
         try:
-            reason = check_label_studio(self.settings)
+            check = label_studio_token(self.settings)
+            reason, user = check.reason, check.user
         except Exception as exc:  # a check must never take the thread's error to the log only
             reason = f"Label Studio check failed: {type(exc).__name__}: {exc}"
         if reason:
             log.warning("%s", reason)
         with self._ls_lock:
-            self._ls = _Result(reason, time.monotonic())
+            self._ls = _Result(reason, time.monotonic(), user)
             self._ls_running = False
 
     def start(self) -> None:
         """Start the first Label Studio check now rather than on the first /health."""
         self._label_studio()
+
+    def _workers_check(self, queue: dict[str, Any]) -> dict[str, Any]:
+        """RQ workers listening on QUEUE_NAME (deep only), listed at most once every
+        REDIS_CACHE_S, each Redis call bounded by PING_TIMEOUT_S; not asked when the queue's
+        Redis is already known down."""
+        if not queue.get("configured"):
+            return {"ok": True, "configured": False}
+        if queue.get("ok") is False:
+            return {"ok": False, "error": "workers: not listed, the job queue's Redis is down"}
+        with self._workers_lock:
+            now = time.monotonic()
+            if self._workers is not None and now - self._workers[0] < REDIS_CACHE_S:
+                return self._workers[1]
+            names, reason = workers_listening(self.settings, PING_TIMEOUT_S)
+            check: dict[str, Any] = {"ok": reason is None and bool(names),
+                                     "queue": self.settings.queue_name, "workers": names}
+            if reason:
+                check["error"] = f"workers: cannot be listed: {reason}"
+            elif not names:
+                check["error"] = (f"no worker listens on the queue {self.settings.queue_name!r}:"
+                                  " webhooks are queued but never handled (start "
+                                  "`clicksmith worker`)")
+            self._workers = (time.monotonic(), check)
+            return check
 
     def _model(self) -> dict[str, Any]:
         model = self.backend.model
@@ -183,10 +186,16 @@ class Health:
         return answer
 
     # --- the answer ---------------------------------------------------------------------
-    def answer(self) -> tuple[dict[str, Any], int, str]:
-        """(JSON body, HTTP status, reason phrase)."""
+    def answer(self, deep: bool = False) -> tuple[dict[str, Any], int, str]:
+        """(JSON body, HTTP status, reason phrase). `deep` (GET /health?deep=1): also the RQ
+        workers listening, the Label Studio token's kind and user, the model's settings."""
         model = self._model()
-        checks = {"model": model, **self._redis_checks(), "label_studio": self._label_studio()}
+        checks = {"model": model, **self._redis_checks(),
+                  "label_studio": self._label_studio(deep)}
+        if deep:
+            model |= {"path": self.settings.model_path or None,
+                      "inference_backend": self.settings.inference_backend}
+            checks["workers"] = self._workers_check(checks["queue"])
         reasons = [c["error"] for c in checks.values() if c.get("ok") is False]
         body: dict[str, Any] = {
             "status": "DEGRADED" if reasons else "UP",

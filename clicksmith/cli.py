@@ -28,6 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "review": ("review.review_cli", "rank a project's masks by predicted quality"),
     "retrain": ("review.retrain_cli", "fine-tune on collected corrections, promote if better"),
     "status": ("review.status_cli", "show progress of a queued job"),
+    "doctor": ("clicksmith.doctor", "check Label Studio, the token, a project's images, "
+               "config, ML backend and webhook, Redis, workers and the model; say what to fix"),
 }
 
 

@@ -249,3 +249,47 @@ def test_the_label_studio_check_says_what_is_wrong(fake_label_studio):
     assert f"Label Studio at {gone} unreachable" in check(label_studio_url=gone,
                                                           label_studio_api_key=GOOD_TOKEN)
 
+
+
+def test_deep_health_lists_workers_token_and_model_within_a_second(make_app, redis_db,
+                                                                   fake_label_studio):
+    """GET /health?deep=1: the same checks with details (the workers on QUEUE_NAME, the token's
+    kind and user, the model's settings); 503 while no worker listens, 200 once one does; the
+    plain /health is unchanged (no workers check: Label Studio's probe stays as it was)."""
+    import uuid
+
+    from rq import Queue, Worker
+
+    queue = f"deep-{uuid.uuid4().hex[:12]}"
+    client = make_app(redis_url=REDIS_URL, queue_name=queue, label_studio_url=fake_label_studio,
+                      label_studio_api_key=GOOD_TOKEN).test_client()
+    deadline = time.monotonic() + 10
+    while client.get("/health").json["checks"]["label_studio"]["ok"] is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    plain = client.get("/health")
+    assert plain.status_code == 200 and "workers" not in plain.json["checks"]
+    r, seconds = timed_get(client, "/health?deep=1")
+    assert seconds < 1.0 and r.status_code == 503
+    h = r.json
+    assert h["checks"]["workers"] == {
+        "ok": False, "queue": queue, "workers": [],
+        "error": f"no worker listens on the queue {queue!r}: webhooks are queued but never "
+                 "handled (start `clicksmith worker`)"}
+    assert h["reasons"] == [h["checks"]["workers"]["error"]]
+    assert h["checks"]["label_studio"]["token"] == "legacy token"
+    assert h["checks"]["label_studio"]["user"] == "admin@example.com"
+    assert h["checks"]["model"]["inference_backend"] and h["checks"]["model"]["ok"] is True
+
+    worker = Worker([Queue(queue, connection=redis_db)], connection=redis_db, name=f"w-{queue}")
+    worker.register_birth()
+    try:
+        time.sleep(health_module.REDIS_CACHE_S + 0.1)  # the cached list goes stale
+        r, seconds = timed_get(client, "/health?deep=1")
+        assert seconds < 1.0 and r.status_code == 200, r.json
+        assert r.json["checks"]["workers"] == {"ok": True, "queue": queue,
+                                               "workers": [f"w-{queue}"]}
+        r, seconds = timed_get(client, "/health?deep=1")  # cached: no Redis round trip
+        assert r.status_code == 200 and seconds < 0.1
+    finally:
+        worker.register_death()

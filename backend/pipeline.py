@@ -270,7 +270,7 @@ def run_clicks(work: Work) -> None:
 def finalise(work: Work) -> tuple[Outcome, SessionRecord]:
     """Locks and box applied to the mask, the owed score paid, the record brought up to date.
 
-    The score follows the one rule for a mask's score (review.ranking.mask_score): a mask no
+    The score follows the one rule for a mask's score (clicksmith.prelabel.mask_score): a mask no
     click of this request judged (a stroke, an adopted edit, a prior) is scored with
     score_mask as it is returned, here and only here; a click's answer keeps its quality, a
     tool's edit the session's."""

@@ -140,3 +140,17 @@ def load_configured_predictor(weights: Path | None, settings: Settings,
         progressive_join=settings.progressive_join, flip=settings.flip_average,
         backend=backend or settings.inference_backend, base_size=settings.base_size,
         zoom_size=settings.zoom_size, threads=settings.torch_threads)
+
+
+def bundled_version() -> str:
+    """The version the bundled weights report when they serve (cdnet.model.io's rule: the
+    digest of cdnet/weights/cdnet_mnv2.pt), read without loading torch; "cdnet-mnv2-untrained"
+    when the file is missing, as load_model reports then."""
+    import hashlib
+
+    import cdnet
+
+    path = Path(cdnet.__file__).resolve().parent / "weights" / "cdnet_mnv2.pt"
+    if not path.is_file():
+        return "cdnet-mnv2-untrained"
+    return f"cdnet-mnv2-{hashlib.sha256(path.read_bytes()).hexdigest()[:8]}"

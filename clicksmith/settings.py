@@ -53,6 +53,7 @@ class Settings:
     redis_url: str
     queue_name: str
     prelabel_batch_size: int
+    retrieve_budget_seconds: float
     job_timeout_seconds: int
     job_retries: int
     corrections_root: str

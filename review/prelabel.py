@@ -20,10 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
-from enum import StrEnum
 
-import numpy as np
 from label_studio_sdk.core.api_error import ApiError
 
 from clicksmith import queue
@@ -36,9 +33,15 @@ from clicksmith.labelstudio.client import (
 )
 from clicksmith.labelstudio.config import ProjectConfig, project_config
 from clicksmith.labelstudio.images import load_task_image
-from clicksmith.labelstudio.regions import newest_box, newest_mask
-from clicksmith.labelstudio.results import brush_item
 from clicksmith.models import process_model
+from clicksmith.prelabel import (  # noqa: F401 (Source, SourceKind, ...: re-exported)
+    Source,
+    SourceKind,
+    choose_source,
+    has_version,
+    prelabel_task,
+    task_prediction,
+)
 from clicksmith.settings import Settings, load_settings
 from review import jobs
 
@@ -47,74 +50,6 @@ log = logging.getLogger(__name__)
 TASK_ATTEMPTS = 3  # tries of one task whose image fetch fails transiently
 TASK_RETRY_DELAYS_S = (1.0, 3.0)  # the waits between them
 TASK_RETRY_BUDGET_S = 30.0  # no new try of a task once this long was spent on it
-
-
-def has_version(task: dict, model_version: str) -> bool:
-    return any(isinstance(p, dict) and p.get("model_version") == model_version
-               for p in task.get("predictions") or [])
-
-
-class SourceKind(StrEnum):
-    MASK = "mask"  # refine the newest brush mask of the task
-    BOX = "box"  # the object inside the newest box
-    NONE = "none"  # zero clicks: the network's guess of the main object
-
-
-@dataclass(frozen=True)
-class Source:
-    """Where a task's pre-label comes from: an existing mask, a box, or nothing (zero clicks)."""
-
-    kind: SourceKind
-    label: str
-    mask: np.ndarray | None = None
-    box: tuple[float, float, float, float] | None = None  # (y0, x0, y1, x1) pixels
-    origin: str = ""  # "annotation:<id>" / "prediction:<id>" for the record
-
-
-def choose_source(task: dict, cfg: ProjectConfig, model_version: str,
-                  shape: tuple[int, int] | None = None) -> Source:
-    """Existing mask, else box, else nothing (zero clicks): refining what a person already
-    drew beats guessing inside their box, which beats guessing the main object.
-
-    The mask is the newest one of the brush control the pre-label is written to, on its Image,
-    at the image's `shape` when given (clicksmith.labelstudio.regions has the rule); this model
-    version's own predictions are never a source (a brush named `refine…` is a tool, not a
-    mask, hence the control filter). The box is the newest rectangle of any control."""
-    label = cfg.default_label
-    found = newest_mask(task, control=cfg.brush_name, image=cfg.image_name, size=shape,
-                        skip_model_version=model_version)
-    if found is not None:
-        label = found.label if found.label in cfg.labels else label
-        return Source(SourceKind.MASK, label, mask=found.mask, origin=found.origin)
-    box = newest_box(task, skip_model_version=model_version)
-    if box is not None:
-        label = box.label if box.label in cfg.labels else label
-        return Source(SourceKind.BOX, label, box=box.box, origin=box.origin)
-    return Source(SourceKind.NONE, label)
-
-
-def prelabel_task(predictor, image: np.ndarray, source: Source):
-    """The predictor's result for one task, from its source; its quality is the mask's score
-    (review.ranking.mask_score), the number the review shows for the same mask."""
-    from dataclasses import replace
-
-    from review.ranking import mask_score
-
-    if source.kind is SourceKind.MASK:
-        if source.mask.shape != image.shape[:2]:
-            raise ValueError(f"existing mask {source.mask.shape} does not match the image "
-                             f"{image.shape[:2]}")
-        # no click: the mask is the source itself, already scored with score_mask
-        return predictor.predict(image, prior_mask=source.mask)
-    image = predictor.prepare(image)  # prepared once for the run and the score
-    if source.kind is SourceKind.BOX:
-        h, w = image.shape[:2]
-        y0, x0, y1, x1 = source.box
-        box = (max(0.0, y0), max(0.0, x0), min(h - 1.0, y1), min(w - 1.0, x1))
-        result = predictor.predict(image, box=box)
-    else:
-        result = predictor.predict(image)
-    return replace(result, quality=mask_score(predictor, image, result.mask))
 
 
 def prelabel_batch(project_id: int, task_ids: list[int], run_id: str | None = None) -> dict:
@@ -190,13 +125,7 @@ def _predict_with_retries(predictor, client, settings: Settings, cfg: ProjectCon
 def _predict_one(predictor, client, settings: Settings, cfg: ProjectConfig, task: dict,
                  version: str) -> dict:
     image = load_task_image(settings, task, cfg)
-    source = choose_source(task, cfg, version, image.shape[:2])
-    result = prelabel_task(predictor, image, source)
-    score = float(result.quality)
-    item = brush_item(result.mask, brush=cfg.brush_name, image=cfg.image_name,
-                      label=source.label, score=score)
-    return {"task": int(task["id"]), "model_version": version, "score": score,
-            "result": [item]}
+    return {"task": int(task["id"]), **task_prediction(predictor, image, task, cfg, version)}
 
 
 def _write(client, project_id: int, predictions: list[dict]) -> None:

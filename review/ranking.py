@@ -2,8 +2,8 @@
 
 Every task's current mask (the newest annotation or prediction holding a region of the
 project's first brush control: clicksmith.labelstudio.regions has the rule) is scored with
-`mask_score` (below: the one score of a mask, which pre-labels carry too). Tasks with no
-mask at all rank first: they certainly need a person. Outputs: review.html (self-contained,
+`mask_score` (clicksmith.prelabel: the one score of a mask, which pre-labels carry too). Tasks
+with no mask at all rank first: they certainly need a person. Outputs: review.html (self-contained,
 base64 thumbnails), review.csv, review.json, and a saved Label Studio data-manager tab ordered
 by prediction score, ascending.
 """
@@ -26,6 +26,7 @@ from clicksmith.labelstudio.config import project_config
 from clicksmith.labelstudio.images import load_task_image
 from clicksmith.labelstudio.regions import newest_mask
 from clicksmith.models import process_model
+from clicksmith.prelabel import mask_score
 from clicksmith.settings import Settings
 
 THUMB = 192
@@ -56,35 +57,6 @@ def thumbnail(image: np.ndarray, mask: np.ndarray | None, size: int = THUMB) -> 
     if not ok:
         raise ValueError("could not encode a thumbnail")
     return "data:image/jpeg;base64," + base64.b64encode(buf.tobytes()).decode()
-
-
-def mask_score(predictor, image, mask: np.ndarray) -> float:
-    """The score of a mask: the model's predicted IoU of the mask exactly as it is delivered,
-    `predictor.score_mask(image, mask)`. The one definition used by pre-labels
-    (review.prelabel.prelabel_task), this review, and interactive answers
-    (backend.pipeline.finalise).
-
-    Why `score_mask` and not the quality a network run reports with its answer: the two are
-    different estimates. A run's quality (`out.quality[0]`) is the quality head's guess for the
-    network's own raw output in the frame it ran on; `score_mask` (`out.quality[1]`) is the
-    head's guess for a given mask, fed back as the prior. On the same masks they differ by
-    about 0.1 (75 GrabCut masks after 0-2 clicks: 0.76 vs 0.87 on average; the view hardly
-    matters: 0.85 zoomed vs 0.86 whole-image), so pre-labels that stored the run's quality
-    (0.437 / 0.597 / 0.813) were reviewed as 0.554 / 0.758 / 0.908. Only `score_mask` can judge
-    any mask, whoever drew it: an annotation, an edited pre-label, a stroke. Scores that are
-    stored and ranked against each other (pre-labels in Label Studio's data manager, this
-    review) must come from it, so one mask gets one number, on the scale measured by
-    benchmarks/quality_ranking.py. Pre-labelling pays one more network run per task for it.
-
-    Exceptions, for speed, in interactive answers only (a number nothing ranks): an answer that
-    is the output of the request's own click keeps that click's quality (locked pixels and the
-    box re-applied after it); scoring it again would double each click's cost (35 ms a step,
-    40 ms a `score_mask` at 1024x1024 here). A tool's edit (superpixel, lasso, refine brush)
-    keeps the score the session had, for the same reason (a tool answers in ~14 ms). Every
-    other interactive mask (a stroke, an adopted edit of the annotator's, a session's prior
-    answered without a click) is scored with `score_mask` as returned, once, in `finalise`.
-    """
-    return float(predictor.score_mask(image, mask))
 
 
 def score_tasks(settings: Settings, project_id: int, client=None, predictor=None) -> list[dict]:

@@ -140,7 +140,6 @@ def test_webhook_secret(make_app):
 def test_unknown_route_and_method(client):
     refused(client.get("/nothing-here"), 404)
     refused(client.get("/predict"), 405)
-    refused(client.get("/versions"), 404, "versions")
 
 
 def test_interactive_request_with_several_tasks(client, disk):

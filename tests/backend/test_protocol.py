@@ -51,14 +51,20 @@ def test_recorded_setup_health_and_versions(client, predictor):
     assert r.status_code == 200
     assert r.json["model_version"] == predictor.model_version
     assert client.get(fixture("health.json")["path"]).json["status"] == "UP"
-    assert client.get(fixture("versions.json")["path"]).status_code == 404
+    versions = client.get(fixture("versions.json")["path"])
+    assert versions.status_code == 200
+    assert versions.json["current"] == predictor.model_version
+    assert predictor.model_version in versions.json["versions"]
 
 
 @needs_fixtures
-def test_recorded_batch_predict_returns_no_results(client):
+def test_recorded_batch_predict_answers_each_task(client):
+    """Retrieve Predictions as recorded: two tasks whose images this backend may not fetch
+    (no LABEL_STUDIO_URL, a host not allowed): one entry per task, each empty, so Label Studio
+    stores nothing and asks again next time (tests/backend/test_retrieve.py: with images)."""
     batch = fixture("predict-batch.json")
     r = client.post(batch["path"], json=batch["body"], headers=batch["headers"])
-    assert r.status_code == 200 and r.json == {"results": []}
+    assert r.status_code == 200 and r.json == {"results": [[], []]}
 
 
 class _FakeLabelStudio(http.server.BaseHTTPRequestHandler):

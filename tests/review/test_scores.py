@@ -1,6 +1,6 @@
 """One score for one mask: a pre-label's stored score is what `clicksmith review` shows for
 that same mask, for every kind of pre-label source (nothing, a box, an existing mask), and it
-is the model's `score_mask` of the mask as stored (review.ranking.mask_score has the rule)."""
+is the model's `score_mask` of the mask as stored (clicksmith.prelabel.mask_score has the rule)."""
 
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from backend.errors import ApiError
@@ -26,12 +27,14 @@ from clicksmith.labelstudio.config import ConfigError, ImageTarget, ProjectConfi
 from clicksmith.labelstudio.regions import newest_region_mask
 from clicksmith.labelstudio.results import result_items
 from clicksmith.models import ModelService, SegmentationModel
-from clicksmith.queue import JobQueue
+from clicksmith.prelabel import task_prediction
+from clicksmith.queue import JobQueue, QueueUnavailable
 from clicksmith.settings import Settings
 
 log = logging.getLogger(__name__)
 
 PREDICT_MODEL_WAIT_S = 60.0
+PRELABEL_JOB = "review.prelabel.prelabel_batch"  # (project_id, task_ids, run_id=None)
 
 
 class Backend:
@@ -82,14 +85,17 @@ class Backend:
         tasks = body.get("tasks")
         if not isinstance(tasks, list) or not all(isinstance(t, dict) for t in tasks):
             raise ApiError(400, "the /predict body needs 'tasks': a list of task objects")
-        config = self.config(body.get("label_config"))
         params = body.get("params") or {}
         if not isinstance(params, dict):
             raise ApiError(400, "'params' must be an object")
+        if params.get("context") is None:
+            # Label Studio's Retrieve Predictions (and its retrieval when tasks are listed):
+            # tasks without a context, answered with their pre-labels
+            return self.retrieve(body, tasks)
+        config = self.config(body.get("label_config"))
         prompts = parse_context(params.get("context"), config, ContextLimits.of(self.settings))
         if not prompts:
-            # Retrieve-predictions without clicks: nothing to segment. An empty list makes Label
-            # Studio store nothing, so tasks stay available for `clicksmith prelabel`.
+            # a context without a prompt (every smart region deleted): nothing to segment
             return {"results": []}
         if len(tasks) != 1:
             raise ApiError(400, f"an interactive request must hold one task, got {len(tasks)}")
@@ -110,6 +116,127 @@ class Backend:
                 {"result": items, "score": score, "model_version": predictor.model_version}
             ]
         }
+
+    # --- /versions --------------------------------------------------------------------
+    def versions(self) -> dict:
+        """The model versions this backend can serve: the bundled one, then the registry's
+        (oldest first), as the list of names Label Studio 1.23 reads (ml/api.py
+        MLBackendVersionsAPI takes `versions` and nothing else), and the serving one in
+        `current` (the model answering now; before it has loaded, the one that will)."""
+        from clicksmith import registry
+
+        bundled = registry.bundled_version()
+        names = [bundled] + [v["version"] for v in registry.list_versions(self.settings)]
+        current = self.model.model_version or None
+        if current is None and not self.settings.model_path:
+            current = registry.current_version(self.settings) or bundled
+        if current and current not in names:  # MODEL_PATH: weights outside the registry
+            names.append(current)
+        return {"versions": list(dict.fromkeys(names)), "current": current}
+
+    # --- Retrieve Predictions (/predict without a context) -------------------------------
+    def retrieve(self, body: dict, tasks: list[dict]) -> dict:
+        """Each task's pre-label, as the pre-label job computes it (clicksmith.prelabel:
+        newest brush mask refined, else the object in the newest box, else the main object;
+        scored with mask_score), one entry per task, in task order.
+
+        Label Studio 1.23 (ml/models.py `_get_predictions_from_ml_backend`) pairs results with
+        tasks by position and stores nothing when the counts differ (unless one result came
+        back: then it asks again task by task). An entry may be a list of predictions, so a
+        task without a pre-label gets `[]`: nothing is stored for it and the next retrieval
+        asks again (an entry with an empty `result` would be stored and mark the task done).
+        A task that fails (its image cannot be had, its mask does not fit) gets `[]` and a
+        line in the log saying why; the others are answered. Tasks are pre-labelled while
+        RETRIEVE_BUDGET_SECONDS allow (Label Studio waits 100 s for the whole answer; the
+        first task is always done); the rest get `[]` and, when REDIS_URL is set, pre-label
+        jobs (review.prelabel.prelabel_batch) that write them through the API."""
+        started = time.monotonic()
+        config = self._batch_config(body.get("label_config"))
+        predictor = self.model.get(timeout=PREDICT_MODEL_WAIT_S)
+        results: list[dict | list] = []
+        longest = 0.0
+        deferred: list[dict] = []
+        for i, task in enumerate(tasks):
+            spent = time.monotonic() - started
+            if i and spent + longest > self.settings.retrieve_budget_seconds:
+                deferred = tasks[i:]
+                results += [[] for _ in deferred]
+                break
+            t0 = time.monotonic()
+            results.append(self._prelabel(predictor, config, task))
+            longest = max(longest, time.monotonic() - t0)
+        answer: dict = {"results": results}
+        if deferred:
+            queued = self._queue_prelabels(body, deferred, len(tasks) - len(deferred))
+            if queued:
+                answer["queued"] = queued
+        return answer
+
+    def _batch_config(self, xml: object) -> ProjectConfig:
+        """The config a pre-label needs (a brush on an Image; no prompt control required)."""
+        try:
+            config = parse_config(xml, interactive=False)  # type: ignore[arg-type]
+            config.first_brush  # noqa: B018 (raises ConfigError when there is none)
+        except ConfigError as exc:
+            raise ApiError(400, str(exc)) from None
+        return config
+
+    def _prelabel(self, predictor: SegmentationModel, config: ProjectConfig,
+                  task: dict) -> dict | list:
+        """One task's prediction, or [] (no prediction) with the reason in the log."""
+        try:
+            _, image = self._image(predictor, task, config.image)
+            with self.predict_lock:
+                prediction = task_prediction(predictor, image.prepared, task, config)
+        except (ApiError, ValueError) as exc:
+            log.warning("retrieve predictions: task %s: no prediction: %s", task.get("id"),
+                        getattr(exc, "message", None) or exc)
+            self.metrics.inc("prelabels", outcome="failed")
+            return []
+        self.metrics.inc("prelabels", outcome="predicted")
+        return prediction
+
+    def _queue_prelabels(self, body: dict, deferred: list[dict], done: int) -> list[str]:
+        """Pre-label jobs for the tasks the budget left out (their job ids); none, with the
+        reason in the log, without a queue or a project id."""
+        ids = [t["id"] for t in deferred if isinstance(t.get("id"), int)]
+        self.metrics.inc("prelabels", len(deferred), outcome="deferred")
+        why = ""
+        from backend.routes import project_id  # "<id>.<timestamp>" -> id
+
+        if not self.jobs.enabled:
+            why = "REDIS_URL is not set"
+        else:
+            try:
+                project = project_id({"project": body.get("project")
+                                      or deferred[0].get("project")})
+            except ApiError as exc:
+                why, project = exc.message, 0
+        if not why:
+            size = max(1, self.settings.prelabel_batch_size)
+            job_ids: list[str] = []
+            try:
+                for start in range(0, len(ids), size):
+                    batch = ids[start:start + size]
+                    job_ids.append(self.jobs.enqueue(
+                        PRELABEL_JOB, project, batch,
+                        description=f"prelabel project {project} tasks "
+                                    f"{batch[0]}..{batch[-1]} (Retrieve Predictions)"))
+            except QueueUnavailable as exc:
+                why = str(exc)
+                if job_ids:
+                    log.warning("retrieve predictions: some pre-label jobs not queued: %s", why)
+            if job_ids:
+                log.info("retrieve predictions: %d tasks answered within "
+                         "RETRIEVE_BUDGET_SECONDS=%s, %d queued for pre-labelling (jobs %s)",
+                         done, self.settings.retrieve_budget_seconds, len(ids),
+                         ", ".join(job_ids))
+                return job_ids
+        log.warning("retrieve predictions: %d tasks answered within RETRIEVE_BUDGET_SECONDS=%s; "
+                    "%d left without a prediction (%s): retrieve them again or run "
+                    "`clicksmith prelabel`", done, self.settings.retrieve_budget_seconds,
+                    len(deferred), why or "nothing queued")
+        return []
 
     def _image(self, predictor: SegmentationModel, task: dict,
                target: ImageTarget) -> tuple[str, CachedImage]:

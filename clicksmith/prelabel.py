@@ -122,5 +122,5 @@ def task_prediction(predictor, image, task: dict, cfg: ProjectConfig,
     result = prelabel_task(predictor, image, source)
     score = float(result.quality)
     item = brush_item(result.mask, brush=cfg.brush_name, image=cfg.image_name,
-                      label=source.label, score=score)
+                      label=source.label, score=score, tag=cfg.brush.tag)  # RLE or PNG
     return {"result": [item], "score": score, "model_version": version}

@@ -21,6 +21,14 @@ Where the backend's parser (label_studio_sdk's LabelInterface) and the workers' 
 - A <BrushLabels> pointing to no Image is skipped when another one is usable (the backend's
   rule) instead of failing the whole project (the workers' rule).
 
+Mask controls: <BrushLabels> (RLE) and, from Label Studio 1.20, <BitmaskLabels> (a PNG data URL)
+both receive masks, and everything said of "brushes" here holds for either (`Control.tag` says
+which format a control's result is written in: results.mask_value). An Image with only a
+BitmaskLabels and a smart KeyPointLabels is usable. One rule picks the control a mask goes to,
+whatever the mix: the first mask control of the Image, in document order, that lists the label
+(`brush_for`); the workers' first brush is likewise the first mask control of either tag. A
+BitmaskLabels is never a tool (the refine tool is a BrushLabels named `refine…`).
+
 The tool-control naming convention lives here too, since the parser needs it to tell a tool
 control from a plain one; backend.tools applies the tools.
 """
@@ -77,12 +85,13 @@ class ImageTarget:
 
     name: str
     value_key: str  # the task data field holding the image URL
-    brushes: tuple[Control, ...]
+    brushes: tuple[Control, ...]  # mask controls: BrushLabels and BitmaskLabels, document order
     prompts: tuple[Control, ...]  # KeyPointLabels, RectangleLabels and tool controls
     polygons: tuple[Control, ...]
 
     def brush_for(self, label: str) -> Control | None:
-        """The BrushLabels control that can carry `label` (the first one that lists it)."""
+        """The mask control (BrushLabels or BitmaskLabels) that can carry `label`: the first
+        one, in document order, that lists it."""
         return next((c for c in self.brushes if label in c.labels), None)
 
     def polygon_for(self, label: str) -> Control | None:
@@ -109,21 +118,24 @@ class ProjectConfig:
         target = self.targets.get(to_name)
         if target is None:
             raise ConfigError(
-                f"Image {to_name!r} has no BrushLabels control to receive the mask"
+                f"Image {to_name!r} has no BrushLabels or BitmaskLabels control to receive "
+                "the mask"
             )
         return control, target
 
     # --- the first brush target: what the workers read and write --------------------------
     @property
     def first_brush(self) -> tuple[ImageTarget, Control]:
-        """The first BrushLabels receiving masks, in document order, and its Image.
+        """The first BrushLabels/BitmaskLabels receiving masks, in document order, and its
+        Image.
 
         The workers handle one mask per task, so they use this one (as they always did)."""
         for control in self.controls.values():
             for target in self.targets.values():
                 if control in target.brushes:
                     return target, control
-        raise ConfigError("the labeling config has no <BrushLabels> control on an <Image>")
+        raise ConfigError("the labeling config has no <BrushLabels> or <BitmaskLabels> "
+                          "control on an <Image>")
 
     @property
     def image(self) -> ImageTarget:
@@ -158,7 +170,8 @@ class ProjectConfig:
 
 
 _PROMPT_TAGS = {"KeyPointLabels", "RectangleLabels"}
-_ALL_TAGS = _PROMPT_TAGS | {"BrushLabels", "PolygonLabels"}
+MASK_TAGS = ("BrushLabels", "BitmaskLabels")  # the controls that receive the mask
+_ALL_TAGS = _PROMPT_TAGS | set(MASK_TAGS) | {"PolygonLabels"}
 
 
 def parse_config(xml: str, interactive: bool = True) -> ProjectConfig:
@@ -202,13 +215,14 @@ def _parse_cached(xml: str) -> ProjectConfig:
             continue
         control = Control(c.name, c.tag, tuple(c.labels or ()), tool_of(c.name, c.tag))
         controls[c.name] = control
-        bucket = "RefineBrush" if control.tool == REFINE else c.tag  # never receives the mask
+        bucket = ("RefineBrush" if control.tool == REFINE  # never receives the mask
+                  else "Mask" if c.tag in MASK_TAGS else c.tag)  # either tag, document order
         for to_name in c.to_name or ():
             if to_name in by_image:
                 by_image[to_name].setdefault(bucket, []).append(control)
     targets: dict[str, ImageTarget] = {}
     for name, tags in by_image.items():
-        brushes = tuple(tags.get("BrushLabels", ()))
+        brushes = tuple(tags.get("Mask", ()))
         prompts = (tuple(tags.get("KeyPointLabels", ())) + tuple(tags.get("RectangleLabels", ()))
                    + tuple(tags.get("RefineBrush", ())))
         if not brushes:
@@ -227,7 +241,7 @@ def _parse_cached(xml: str) -> ProjectConfig:
         )
     if not targets:
         raise ConfigError(
-            "the labeling config has no <BrushLabels> control on an <Image>: "
-            "the backend answers with brush masks"
+            "the labeling config has no <BrushLabels> or <BitmaskLabels> control on an "
+            "<Image>: the backend answers with masks"
         )
     return ProjectConfig(targets=targets, controls=controls)

@@ -24,6 +24,12 @@ What differs between callers is only which work they read, given as parameters:
   rerun never feeds on its own output.
 - a mask for a worker is one label's regions of the newest container merged (an annotator
   paints one object in several strokes); its label is that of the container's last region.
+
+A "brush region" here is a mask region of either control that receives masks: `brushlabels`
+(RLE in `value.rle`) or Label Studio 1.20+'s `bitmasklabels` (a PNG in `value.imageDataURL`,
+labels in `value.bitmasklabels`; results.decode_mask reads both). The control name filters keep
+one control's regions apart, so the newest region of a BitmaskLabels is that control's newest
+bitmask region, exactly as for a BrushLabels.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from clicksmith.labelstudio.results import decode_brush
+from clicksmith.labelstudio.results import decode_mask
 
 ALL_WORK = ("drafts", "annotations", "predictions")
 SUBMITTED = ("annotations", "predictions")
@@ -122,14 +128,21 @@ def _labels(value: dict, key: str) -> list[str]:
     return [v for v in labels if isinstance(v, str)]
 
 
+_MASK_DATA = {"brushlabels": "rle", "bitmasklabels": "imageDataURL"}  # type -> its mask key
+
+
 def _brush_value(item: dict) -> dict | None:
-    """The item's value when it is a brush region in RLE, else None."""
-    if str(item.get("type", "")).lower() != "brushlabels":
-        return None
+    """The item's value when it is a mask region (brush RLE or bitmask PNG), else None."""
+    data = _MASK_DATA.get(str(item.get("type", "")).lower())
     value = item.get("value")
-    if not isinstance(value, dict) or "rle" not in value:
+    if data is None or not isinstance(value, dict) or data not in value:
         return None
     return value
+
+
+def _mask_labels(item: dict, value: dict) -> list[str]:
+    """A mask region's labels: under its type's key (`brushlabels` or `bitmasklabels`)."""
+    return _labels(value, str(item.get("type", "")).lower())
 
 
 def _brush_matches(item: dict, control: str | None, image: str | None,
@@ -155,7 +168,7 @@ def task_regions(task: object, control: str, image: str, label: str, height: int
     for container in containers(task, kinds):
         for item in reversed(container.result):
             value = _brush_matches(item, control, image, (height, width))
-            if value is not None and label in _labels(value, "brushlabels"):
+            if value is not None and label in _mask_labels(item, value):
                 found.append(item)
     return found
 
@@ -165,7 +178,7 @@ def newest_region_mask(task: object, control: str, image: str, label: str, heigh
     """The newest of `task_regions` that decodes, as a mask (corrupt regions are passed over)."""
     for item in task_regions(task, control, image, label, height, width, kinds):
         try:
-            return decode_brush(item)
+            return decode_mask(item)
         except ValueError:
             continue
     return None
@@ -181,10 +194,10 @@ def _decoded(results: Sequence[object], control: str | None, image: str | None,
         if value is None:
             continue
         try:
-            mask = decode_brush(item)
+            mask = decode_mask(item)
         except ValueError:
             continue
-        labels = _labels(value, "brushlabels")
+        labels = _mask_labels(item, value)
         yield (labels[0] if labels else ""), mask
 
 

@@ -9,10 +9,31 @@ One encoder (`mask_to_rle`), one strict decoder (`rle_to_mask`, and `decode_brus
 result item: both raise ValueError with the reason, so a region of another image size is never
 reshaped into nonsense), and one builder of result items (`result_items`), used by the
 backend's /predict answer and the pre-label job alike.
+
+Bitmask regions (Label Studio 1.20+ `BitmaskLabels`) carry the mask as a PNG data URL instead of
+RLE. Their shape, from Label Studio's own source (HumanSignal/label-studio, 1.23):
+- web/libs/editor/src/regions/BitmaskRegion.jsx: `serialize()` returns
+  `{imageDataURL}` through the Image's `createSerializedResult` (which adds `original_width`,
+  `original_height`, `image_rotation`); the URL is `canvas.toDataURL("image/png")` of a canvas
+  of the image's natural size holding black pixels on transparent (`getImageSnapshotCanvas`);
+  reading, `restoreFromImageDataURL` draws the PNG at its own size and a pixel belongs to the
+  region when its alpha is above 0 (`regions/BitmaskRegion/utils.ts`,
+  `getCanvasPixelBounds` and `isHoveringNonTransparentPixel`); a result is read as a bitmask
+  region when `"imageDataURL" in value` (`Registry.addRegionType` there).
+- web/libs/editor/src/tags/control/BitmaskLabels.jsx: the control registers as
+  `bitmasklabels`, so `regions/Result.js` `serialize()` writes `type: "bitmasklabels"` and the
+  labels under `value.bitmasklabels` (the control's valueType).
+- label-studio-sdk 2.x, label_studio_sdk/label_interface/control_tags.py: `BitmaskLabelsTag`
+  (`_label_attr_name = "bitmasklabels"`, JSON schema requiring `imageDataURL` and
+  `bitmasklabels`, `format` optional) and `BitmaskLabelsValue`.
+`mask_to_data_url` / `data_url_to_mask` are the pair; `mask_item` builds the item of either
+control from its tag, `decode_mask` reads either kind of region.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import uuid
 
 import cv2
@@ -77,6 +98,78 @@ def decode_brush(item: object) -> np.ndarray:
     return rle_to_mask(value["rle"], height, width)
 
 
+_DATA_URL_PREFIX = "data:image/png;base64,"
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def mask_to_data_url(mask: np.ndarray) -> str:
+    """A bool/0-1 HxW mask as a Label Studio bitmask: a PNG data URL of the same size, black
+    (0, 0, 0, 255) inside the mask and transparent (0, 0, 0, 0) outside, as the editor's own
+    `getImageDataURL` writes it."""
+    if mask.ndim != 2:
+        raise ValueError(f"mask must be 2-D, got shape {mask.shape}")
+    rgba = np.zeros((*mask.shape, 4), np.uint8)
+    rgba[:, :, 3] = mask.astype(bool, copy=False).view(np.uint8) * np.uint8(255)
+    ok, png = cv2.imencode(".png", rgba, [cv2.IMWRITE_PNG_COMPRESSION, 6])
+    if not ok:  # pragma: no cover - OpenCV encodes any uint8 RGBA array
+        raise ValueError("the mask could not be encoded as PNG")
+    return _DATA_URL_PREFIX + base64.b64encode(png.tobytes()).decode("ascii")
+
+
+def data_url_to_mask(url: object, height: int, width: int) -> np.ndarray:
+    """Decode a Label Studio bitmask (PNG data URL) of a `height` x `width` image to a bool mask.
+
+    A pixel is in the mask when its alpha is above 0, which is what the editor shows as the
+    region; a PNG without an alpha channel is opaque, so all of it is the region. ValueError
+    when the URL is not a base64 PNG data URL or the PNG is of another size (its header is
+    checked before decoding, so a small PNG claiming a huge size is never decompressed).
+    """
+    if not isinstance(url, str) or not url.startswith("data:"):
+        raise ValueError("bitmask imageDataURL must be a data: URL")
+    header, sep, payload = url.partition(",")
+    if not sep or header.lower() != _DATA_URL_PREFIX[:-1]:
+        raise ValueError(f"bitmask imageDataURL is {header[:40]!r}, not data:image/png;base64")
+    try:
+        png = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("bitmask imageDataURL is not valid base64") from None
+    if len(png) < 24 or not png.startswith(_PNG_SIGNATURE) or png[12:16] != b"IHDR":
+        raise ValueError("bitmask imageDataURL does not hold a PNG")
+    size = (int.from_bytes(png[20:24], "big"), int.from_bytes(png[16:20], "big"))
+    if size != (height, width):
+        raise ValueError(f"bitmask PNG is {size[1]}x{size[0]}, the image has {width}x{height}")
+    image = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED)
+    if image is None or image.shape[:2] != (height, width):
+        raise ValueError("bitmask PNG cannot be decoded")
+    if image.ndim == 3 and image.shape[2] == 4:
+        return image[:, :, 3] > 0
+    return np.ones((height, width), bool)
+
+
+def decode_bitmask(item: object) -> np.ndarray:
+    """A bitmasklabels result item as a bool HxW mask (ValueError naming what is wrong)."""
+    if not isinstance(item, dict):
+        raise ValueError("a result item must be an object")
+    value = item.get("value")
+    if not isinstance(value, dict) or "imageDataURL" not in value:
+        raise ValueError("bitmask result lacks value.imageDataURL")
+    height = _size(item.get("original_height"), "original_height")
+    width = _size(item.get("original_width"), "original_width")
+    return data_url_to_mask(value["imageDataURL"], height, width)
+
+
+# the result type and value keys of each control that receives a mask (by its tag)
+MASK_TYPES = {"BrushLabels": "brushlabels", "BitmaskLabels": "bitmasklabels"}
+
+
+def decode_mask(item: object) -> np.ndarray:
+    """A brushlabels or bitmasklabels result item as a bool HxW mask (ValueError otherwise)."""
+    kind = str(item.get("type", "")).lower() if isinstance(item, dict) else ""
+    if kind == "bitmasklabels":
+        return decode_bitmask(item)
+    return decode_brush(item)
+
+
 def mask_to_polygons(mask: np.ndarray, min_area: float = 16.0,
                      min_iou: float = 0.98) -> list[list[list[float]]]:
     """The mask's parts as Label Studio polygons: lists of [x%, y%] points, largest first.
@@ -119,11 +212,22 @@ def _new_id() -> str:
     return uuid.uuid4().hex[:10]
 
 
+def mask_value(mask: np.ndarray, tag: str, label: str) -> dict:
+    """The `value` of a mask region of control tag `tag` (BrushLabels or BitmaskLabels)."""
+    if tag == "BitmaskLabels":
+        return {"imageDataURL": mask_to_data_url(mask), "bitmasklabels": [label]}
+    if tag == "BrushLabels":
+        return {"format": "rle", "rle": mask_to_rle(mask), "brushlabels": [label]}
+    raise ValueError(f"a {tag} control does not receive masks")
+
+
 def result_items(mask: np.ndarray, *, brush: str, image: str, label: str, score: float,
-                 polygon: str | None = None, path: np.ndarray | None = None) -> list[dict]:
+                 polygon: str | None = None, path: np.ndarray | None = None,
+                 tag: str = "BrushLabels") -> list[dict]:
     """Label Studio result items for `mask` (HxW, the image's original size) of `label`.
 
-    Always the brush region (control `brush` on Image `image`); with a PolygonLabels control
+    Always the mask region (control `brush` on Image `image`, in the format of its `tag`:
+    BrushLabels RLE or BitmaskLabels PNG, see `mask_value`); with a PolygonLabels control
     `polygon`: the mask's parts as closed polygons too, led by `path` (an open edge lasso's
     (N, 2) (y, x) pixels, shown as an open polygon) when it has two points or more. Every item
     gets a fresh random `id`; the rest is fixed, key order included (what the backend answered
@@ -138,11 +242,12 @@ def result_items(mask: np.ndarray, *, brush: str, image: str, label: str, score:
         "score": float(score),
         "readonly": False,
     }
+    value = mask_value(mask, tag, label)  # ValueError for a tag that receives no mask
     items = [{
         "id": _new_id(),
         "from_name": brush,
-        "type": "brushlabels",
-        "value": {"format": "rle", "rle": mask_to_rle(mask), "brushlabels": [label]},
+        "type": MASK_TYPES[tag],
+        "value": value,
         **common,
     }]
     if polygon is None:
@@ -174,7 +279,8 @@ def result_items(mask: np.ndarray, *, brush: str, image: str, label: str, score:
 
 
 def brush_item(mask: np.ndarray, *, brush: str, image: str, label: str,
-               score: float) -> dict:
-    """The one brush result item of `mask` (`result_items` without polygons)."""
-    (item,) = result_items(mask, brush=brush, image=image, label=label, score=score)
+               score: float, tag: str = "BrushLabels") -> dict:
+    """The one mask result item of `mask` (`result_items` without polygons), in the format of
+    the control's `tag` (BrushLabels: RLE, BitmaskLabels: PNG)."""
+    (item,) = result_items(mask, brush=brush, image=image, label=label, score=score, tag=tag)
     return item

@@ -74,9 +74,9 @@ def test_target_of_names_the_gap():
     (None, "the labeling config is empty"),
     ("<View><Image", "not valid XML"),
     ('<View><Text name="t" value="$t"/></View>', "has no <Image> tag"),
-    (view(IMAGE, CLICK), "no <BrushLabels> control on an <Image>"),
+    (view(IMAGE, CLICK), "no <BrushLabels> or <BitmaskLabels> control on an <Image>"),
     (view(IMAGE, '<BrushLabels name="m" toName="elsewhere"><Label value="A"/></BrushLabels>',
-          CLICK), "no <BrushLabels> control on an <Image>"),
+          CLICK), "no <BrushLabels> or <BitmaskLabels> control on an <Image>"),
     (view('<Image name="image" value="image"/>', BRUSH, CLICK), "names no task field"),
     (view('<Image name="image" value="$"/>', BRUSH, CLICK), "names no task field"),
 ])

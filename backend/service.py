@@ -54,6 +54,7 @@ class Backend:
                 settings.session_cache_size, settings.session_ttl_seconds
             )
         self.jobs = JobQueue(settings)  # connects to Redis on first use only
+        self._project_versions: dict[int, str] = {}  # model_version set per project (retrieve)
         # torch runs one inference at a time per process; with the threaded dev server this
         # keeps two requests from fighting over the same CPU threads
         self.predict_lock = threading.Lock()
@@ -170,7 +171,43 @@ class Backend:
             queued = self._queue_prelabels(body, deferred, len(tasks) - len(deferred))
             if queued:
                 answer["queued"] = queued
+        if any(results):
+            self._mark_project_version(body, tasks, predictor.model_version)
         return answer
+
+    def _mark_project_version(self, body: dict, tasks: list[dict], version: str) -> None:
+        """Set the project's model_version to `version`, as the pre-label job does, so that
+        Label Studio's data manager orders tasks by these predictions' scores (it averages only
+        the scores of the project's model_version, which connecting a backend sets to the
+        backend's title). In the background, after the answer (Label Studio is waiting on
+        it), once per project and version per process; only with LABEL_STUDIO_URL and
+        LABEL_STUDIO_API_KEY set."""
+        from backend.routes import project_id  # "<id>.<timestamp>" -> id
+
+        if not (self.settings.label_studio_url and self.settings.label_studio_api_key):
+            return
+        try:
+            project = project_id({"project": body.get("project") or tasks[0].get("project")})
+        except ApiError:
+            return
+        if self._project_versions.get(project) == version:
+            return
+        self._project_versions[project] = version
+
+        def update() -> None:
+            from clicksmith.labelstudio.client import as_dict, client_for
+
+            try:
+                client = client_for(self.settings, timeout=10.0)
+                if as_dict(client.projects.get(project)).get("model_version") != version:
+                    client.projects.update(project, model_version=version)
+            except Exception as exc:  # noqa: BLE001 (any failure: logged, tried next time)
+                self._project_versions.pop(project, None)
+                log.warning("retrieve predictions: project %s: model_version not set to %s "
+                            "(the data manager will not order by these scores): %s",
+                            project, version, exc)
+
+        threading.Thread(target=update, name="clicksmith-project-version", daemon=True).start()
 
     def _batch_config(self, xml: object) -> ProjectConfig:
         """The config a pre-label needs (a brush on an Image; no prompt control required)."""

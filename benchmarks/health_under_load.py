@@ -41,7 +41,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.http_latency import body, click_points, free_port, make_image  # noqa: E402
+from benchmarks.http_latency import (  # noqa: E402
+    body,
+    click_points,
+    free_port,
+    make_image,
+    wait_ready,
+)
 
 SERVE = [sys.executable, "-m", "clicksmith.cli", "serve", "--log-level", "warning"]
 WAITRESS = ("from backend.app import create_app; from waitress import serve; "
@@ -68,17 +74,7 @@ def start(name: str, port: int, log: Path) -> subprocess.Popen:
         cmd = cmd + ["--port", str(port)]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=open(log, "wb"),
                             stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.time() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                if json.loads(r.read())["model_state"] == "ready":
-                    return proc
-        except OSError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            raise RuntimeError(f"{name} did not start:\n" + log.read_text())
-        time.sleep(0.3)
+    return wait_ready(proc, port, log, name)
 
 
 def stop(proc: subprocess.Popen) -> None:

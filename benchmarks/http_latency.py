@@ -100,7 +100,13 @@ def start_server(port: int, log: Path, threads: int, redis_url: str,
         cwd=REPO, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    deadline = time.time() + 120
+    return wait_ready(proc, port, log, "server")
+
+
+def wait_ready(proc: subprocess.Popen, port: int, log: Path, name: str,
+               timeout: float = 120) -> subprocess.Popen:
+    """`proc` once its /health says the model is ready; RuntimeError with its log otherwise."""
+    deadline = time.time() + timeout
     while True:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
@@ -109,7 +115,7 @@ def start_server(port: int, log: Path, threads: int, redis_url: str,
         except OSError:
             pass
         if proc.poll() is not None or time.time() > deadline:
-            raise RuntimeError("server did not start:\n" + log.read_text())
+            raise RuntimeError(f"{name} did not start:\n" + log.read_text())
         time.sleep(0.3)
 
 

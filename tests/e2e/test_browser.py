@@ -89,6 +89,10 @@ def test_smart_keypoint_then_alt_click_in_chromium(ls, ls_server, backend, brows
     images = Path(os.environ.get("CLICKSMITH_SCREENSHOT_IMAGES") or FIXTURES)
     project = create_project(ls, ls_server, backend, "clicksmith browser", stems=("sheep",),
                              folder=images)
+    # Label Studio 1.23 asks the backend for a pre-label when a task without predictions opens
+    # (show_collab_predictions, on by default; tests/e2e/test_retrieve.py covers it). This test
+    # drives the click path from an empty annotation, so the project does not show predictions.
+    ls.projects.update(project.id, show_collab_predictions=False)
     task_id, gt = project.tasks["sheep"], project.masks["sheep"]
     h, w = gt.shape
     context = browser.new_context(viewport={"width": 1400, "height": 900})

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from clicksmith.settings import Settings, load_settings
@@ -75,7 +76,26 @@ def server_options(args: argparse.Namespace, settings: Settings) -> dict:
     }
 
 
+MALLOC_ARENAS = "2"
+
+
+def cap_malloc_arenas() -> None:
+    """Run `clicksmith serve` again with MALLOC_ARENA_MAX=2 when it was not set.
+
+    Why: each of the server's request threads can get a glibc malloc arena of its own, and each
+    arena keeps the high-water mark of the large bodies it parsed, so resident memory climbs
+    with the thread count. glibc reads MALLOC_ARENA_MAX only when a process starts, hence the
+    re-exec. Only a command-line start is re-run (an in-process call, as in tests, is left
+    alone), and a value already in the environment wins.
+    """
+    if os.environ.get("MALLOC_ARENA_MAX") or sys.argv[1:2] != ["serve"]:
+        return
+    env = dict(os.environ, MALLOC_ARENA_MAX=MALLOC_ARENAS)
+    os.execve(sys.executable, [sys.executable, "-m", "clicksmith.cli", *sys.argv[1:]], env)
+
+
 def run(args: argparse.Namespace) -> int:
+    cap_malloc_arenas()
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     try:
         settings = load_settings(**overrides)

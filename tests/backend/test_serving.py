@@ -362,3 +362,21 @@ def test_a_waiting_request_gives_up_with_a_clear_503(own_redis):  # noqa: F811
         release.set()
         t.join()
 
+
+
+def _environ(pid: int) -> dict[str, str]:
+    raw = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+    return dict(item.decode(errors="replace").split("=", 1) for item in raw if b"=" in item)
+
+
+@pytest.mark.slow
+def test_serve_caps_malloc_arenas_unless_told_otherwise(serve, monkeypatch):
+    """Started from the command line, the server runs with MALLOC_ARENA_MAX=2 (glibc reads it at
+    start: `serve` re-executes itself with it); a value in the environment is kept."""
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    capped = serve(["--no-checks"])
+    capped.wait_ready()
+    assert _environ(capped.proc.pid).get("MALLOC_ARENA_MAX") == "2"
+    chosen = serve(["--no-checks"], MALLOC_ARENA_MAX="4")
+    chosen.wait_ready()
+    assert _environ(chosen.proc.pid).get("MALLOC_ARENA_MAX") == "4"

@@ -13,6 +13,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from backend.auth import require_basic_auth, require_webhook_secret
 from backend.errors import ApiError
+from backend.prompts import project_id
 from clicksmith.queue import CORRECTIONS_JOB, RETRAIN_JOB, JobQueue, QueueUnavailable
 
 status = Blueprint("status", __name__)
@@ -159,30 +160,6 @@ def predict():
 @hooks.before_request
 def _hook_auth() -> None:
     require_webhook_secret(backend().settings.webhook_secret)
-
-
-MAX_PROJECT_ID = 2**63 - 1  # Label Studio's ids are database integers (at most 64-bit)
-
-
-def project_id(body: dict) -> int:
-    """The numeric project id of a webhook or /train body ({"project": {...}} or "<id>.<ts>")."""
-    project = body.get("project")
-    if isinstance(project, dict):
-        project = project.get("id")
-    if isinstance(project, str):
-        digits = project.split(".", 1)[0].strip()
-        if not (digits.isascii() and digits.isdigit()):
-            project = None
-        else:  # more digits than any 64-bit id: refused without converting them
-            project = int(digits) if len(digits) <= 19 else MAX_PROJECT_ID + 1
-    elif isinstance(project, float) and project.is_integer():
-        project = int(project)
-    if isinstance(project, bool) or not isinstance(project, int):
-        raise ApiError(400, "the body names no project id ('project'): a whole number")
-    if not 0 < project <= MAX_PROJECT_ID:
-        shown = project if abs(project) <= MAX_PROJECT_ID else "a larger number"
-        raise ApiError(400, f"project id must be from 1 to {MAX_PROJECT_ID}, got {shown}")
-    return project
 
 
 def _queue() -> JobQueue:

@@ -15,7 +15,7 @@ from backend.errors import ApiError
 from backend.image_cache import CachedImage, ImageCache, TaskImages
 from backend.metrics import Metrics
 from backend.pipeline import Outcome, run_interaction
-from backend.prompts import ContextLimits, Prompt, parse_context
+from backend.prompts import ContextLimits, Prompt, parse_context, project_id
 from backend.sessions import (
     MemorySessionStore,
     RedisSessionStore,
@@ -167,28 +167,32 @@ class Backend:
             results.append(self._prelabel(predictor, config, task))
             longest = max(longest, time.monotonic() - t0)
         answer: dict = {"results": results}
+        project = self._project_of(body, tasks)
         if deferred:
-            queued = self._queue_prelabels(body, deferred, len(tasks) - len(deferred))
+            queued = self._queue_prelabels(project, deferred, len(tasks) - len(deferred))
             if queued:
                 answer["queued"] = queued
         if any(results):
-            self._mark_project_version(body, tasks, predictor.model_version)
+            self._mark_project_version(project, predictor.model_version)
         return answer
 
-    def _mark_project_version(self, body: dict, tasks: list[dict], version: str) -> None:
+    @staticmethod
+    def _project_of(body: dict, tasks: list[dict]) -> int | None:
+        """The project id of a /predict body ("<id>.<timestamp>", else the first task's)."""
+        try:
+            return project_id({"project": body.get("project") or tasks[0].get("project")})
+        except ApiError:
+            return None
+
+    def _mark_project_version(self, project: int | None, version: str) -> None:
         """Set the project's model_version to `version`, as the pre-label job does, so that
         Label Studio's data manager orders tasks by these predictions' scores (it averages only
         the scores of the project's model_version, which connecting a backend sets to the
         backend's title). In the background, after the answer (Label Studio is waiting on
         it), once per project and version per process; only with LABEL_STUDIO_URL and
         LABEL_STUDIO_API_KEY set."""
-        from backend.routes import project_id  # "<id>.<timestamp>" -> id
-
-        if not (self.settings.label_studio_url and self.settings.label_studio_api_key):
-            return
-        try:
-            project = project_id({"project": body.get("project") or tasks[0].get("project")})
-        except ApiError:
+        settings = self.settings
+        if project is None or not (settings.label_studio_url and settings.label_studio_api_key):
             return
         if self._project_versions.get(project) == version:
             return
@@ -233,22 +237,17 @@ class Backend:
         self.metrics.inc("prelabels", outcome="predicted")
         return prediction
 
-    def _queue_prelabels(self, body: dict, deferred: list[dict], done: int) -> list[str]:
+    def _queue_prelabels(self, project: int | None, deferred: list[dict],
+                         done: int) -> list[str]:
         """Pre-label jobs for the tasks the budget left out (their job ids); none, with the
         reason in the log, without a queue or a project id."""
         ids = [t["id"] for t in deferred if isinstance(t.get("id"), int)]
         self.metrics.inc("prelabels", len(deferred), outcome="deferred")
         why = ""
-        from backend.routes import project_id  # "<id>.<timestamp>" -> id
-
         if not self.jobs.enabled:
             why = "REDIS_URL is not set"
-        else:
-            try:
-                project = project_id({"project": body.get("project")
-                                      or deferred[0].get("project")})
-            except ApiError as exc:
-                why, project = exc.message, 0
+        elif project is None:
+            why = "the request names no project id ('project')"
         if not why:
             size = max(1, self.settings.prelabel_batch_size)
             job_ids: list[str] = []

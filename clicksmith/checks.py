@@ -86,10 +86,7 @@ def check_redis(settings: Settings, timeout: float = 2.0) -> str | None:
 
     if not settings.redis_url:
         return None
-    reason = ping(settings, timeout)
-    if reason is None:
-        return None
-    return reason.replace("job queue (Redis)", f"Redis at {redact(settings.redis_url)}")
+    return ping(settings, timeout, what=f"Redis at {redact(settings.redis_url)}")
 
 
 def workers_listening(settings: Settings, timeout: float = 2.0) -> tuple[list[str], str | None]:

@@ -88,9 +88,10 @@ def redis_conn(settings: Settings, timeout: float | None = None):
                           socket_connect_timeout=timeout)
 
 
-def ping(settings: Settings, timeout: float = 0.25) -> str | None:
-    """None when the queue's Redis answers PING within `timeout` seconds, else why not: for
-    /health and `clicksmith serve`'s start-up check, which must answer quickly."""
+def ping(settings: Settings, timeout: float = 0.25,
+         what: str = "job queue (Redis)") -> str | None:
+    """None when the queue's Redis answers PING within `timeout` seconds, else why not, naming
+    it `what`: for /health and the start-up checks, which must answer quickly."""
     import redis
 
     try:
@@ -100,7 +101,7 @@ def ping(settings: Settings, timeout: float = 0.25) -> str | None:
     try:
         conn.ping()
     except redis.RedisError as exc:
-        return f"job queue (Redis) unreachable: {exc}"
+        return f"{what} unreachable: {exc}"
     finally:
         conn.close()
     return None

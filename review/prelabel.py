@@ -34,14 +34,7 @@ from clicksmith.labelstudio.client import (
 from clicksmith.labelstudio.config import ProjectConfig, project_config
 from clicksmith.labelstudio.images import load_task_image
 from clicksmith.models import process_model
-from clicksmith.prelabel import (  # noqa: F401 (Source, SourceKind, ...: re-exported)
-    Source,
-    SourceKind,
-    choose_source,
-    has_version,
-    prelabel_task,
-    task_prediction,
-)
+from clicksmith.prelabel import has_version, task_prediction
 from clicksmith.settings import Settings, load_settings
 from review import jobs
 

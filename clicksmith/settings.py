@@ -61,6 +61,10 @@ class Settings:
     retrain_eval_data: str
     retrain_iterations: int
     retrain_timeout_seconds: int
+    telemetry: bool
+    telemetry_pending_ttl_seconds: int
+    telemetry_max_objects: int
+    telemetry_keep_days: int
 
 
 def _coerce(raw: str, like: object, name: str) -> object:

@@ -1,0 +1,263 @@
+"""Annotation telemetry (clicksmith/telemetry.py) against the real Redis at 127.0.0.1:6379.
+
+Database 15 (the backend tests' own), a project id of its own per test, its keys deleted
+afterwards. Times are passed in (`at=`, `now=`), so no assert depends on the clock.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+
+import pytest
+
+from clicksmith import telemetry as tm
+from clicksmith.settings import load_settings
+
+REDIS_URL = "redis://127.0.0.1:6379/15"
+A = tm.ObjectKey("image", "mask", "Object")
+B = tm.ObjectKey("image", "mask", "Background")
+
+
+@pytest.fixture
+def conn():
+    redis = pytest.importorskip("redis")
+    r = redis.Redis.from_url(REDIS_URL)
+    try:
+        r.ping()
+    except redis.RedisError as exc:
+        pytest.fail(f"real Redis at 127.0.0.1:6379 is needed: {exc}")
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def project(conn):
+    pid = 10**9 + uuid.uuid4().int % 10**9
+    yield pid
+    for key in conn.scan_iter(f"{tm.PREFIX}:{pid}:*"):
+        conn.delete(key)
+
+
+def store(**overrides) -> tm.Telemetry:
+    overrides.setdefault("redis_url", REDIS_URL)
+    return tm.Telemetry(load_settings(env={}, **overrides))
+
+
+def region(obj: tm.ObjectKey, rid: str) -> dict:
+    return {"id": rid, "type": "brushlabels", "from_name": obj.control, "to_name": obj.image,
+            "original_width": 96, "original_height": 72,
+            "value": {"format": "rle", "rle": [0, 1, 2], "brushlabels": [obj.label]}}
+
+
+def webhook(project: int, task: int, ann: int, regions: list[dict],
+            action: str = "ANNOTATION_CREATED", updated_at: str | None = None) -> dict:
+    annotation = {"id": ann, "task": task, "project": project, "was_cancelled": False,
+                  "result": regions + [{"type": "choices", "from_name": "c", "to_name": "image",
+                                        "value": {"choices": ["x"]}}],
+                  "created_at": updated_at, "updated_at": updated_at, "lead_time": 12.5}
+    return {"action": action, "annotation": annotation, "task": {"id": task},
+            "project": {"id": project}}
+
+
+def click(project: int, task: int, obj: tm.ObjectKey, kind: str = "extend",
+          version: str = "v1", clicks: int = 1) -> tm.Interaction:
+    return tm.Interaction(project, task, obj, kind, version, clicks)
+
+
+def test_a_session_of_clicks_then_its_webhook_yields_the_right_counts(project):
+    t = store()
+    # object A on task 5: a first click, two more, a click deleted (recomputed over 2 clicks),
+    # a repeat of the same context (no action), a brush stroke and a superpixel fill
+    t.record([click(project, 5, A, "new")], at=1000.0)
+    t.record([click(project, 5, A, "extend")], at=1004.0)
+    t.record([click(project, 5, A, "extend")], at=1006.0)
+    t.record([click(project, 5, A, "recompute", clicks=2)], at=1008.0)
+    assert not t.record([click(project, 5, A, "repeat")], at=1009.0)
+    t.record([click(project, 5, A, "stroke", clicks=0)], at=1010.0)
+    t.record([click(project, 5, A, "superpixel", clicks=0)], at=1011.0)
+    # object B on the same task: one box and one click in one request... then a click
+    t.record([click(project, 5, B, "box"), click(project, 5, B, "extend", clicks=2)],
+             at=1020.0)
+    # object A on another task, never submitted
+    t.record([click(project, 6, A, "new")], at=1030.0)
+
+    done = t.finish(webhook(project, 5, 70, [region(A, "r1"), region(A, "r2"), region(B, "r3")],
+                            updated_at="1970-01-01T00:17:40Z"), now=1065.0)  # 1060 s
+    got = {r.label: (r.clicks, r.tools, r.seconds, r.model_version, r.regions, new)
+           for r, new in done}
+    assert got == {"Object": (4, 2, 60.0, "v1", ["r1", "r2"], True),
+                   "Background": (3, 0, 40.0, "v1", ["r3"], True)}
+    records = t.objects(project)
+    assert sorted((r.task, r.annotation, r.label, r.clicks) for r in records) == [
+        (5, 70, "Background", 3), (5, 70, "Object", 4)]
+    assert {(r.label, r.lead_time, r.first) for r in records} == {
+        ("Object", 12.5, 1000.0), ("Background", 12.5, 1020.0)}
+    assert t.pending(project) == {"objects": 1, "tasks": 1}  # task 6's object waits
+    [row] = tm.by_version(records)
+    assert (row["model_version"], row["objects"], row["clicks_median"]) == ("v1", 2, 3.5)
+    assert row["clicks_p90"] == pytest.approx(3.9)
+    assert (row["seconds_median"], row["seconds_p90"]) == (50.0, pytest.approx(58.0))
+
+
+def test_replayed_webhooks_do_not_double_count(project):
+    t = store()
+    t.record([click(project, 5, A, "new")], at=1000.0)
+    t.record([click(project, 5, A, "extend")], at=1002.0)
+    event = webhook(project, 5, 71, [region(A, "r1")], updated_at="1970-01-01T00:16:50Z")
+    [(first, new)] = t.finish(event, now=1011.0)
+    assert new and (first.clicks, first.seconds) == (2, 10.0)
+    for _ in range(3):  # the same event again (a replayed job, a second backend process)
+        assert t.finish(event, now=1500.0) == []
+    # an update that changed no mask through the backend (a label fixed by hand): nothing
+    assert t.finish(webhook(project, 5, 71, [region(A, "r1")], "ANNOTATION_UPDATED",
+                            "1970-01-01T00:20:00Z"), now=1201.0) == []
+    # two more clicks on the submitted object, then its update: added to the same object
+    t.record([click(project, 5, A, "extend", version="v2")], at=1300.0)
+    t.record([click(project, 5, A, "extend", version="v2")], at=1301.0)
+    update = webhook(project, 5, 71, [region(A, "r1")], "ANNOTATION_UPDATED",
+                     "1970-01-01T00:21:50Z")
+    [(amended, new)] = t.finish(update, now=1311.0)
+    assert not new
+    assert (amended.clicks, amended.seconds, amended.updates) == (4, 310.0, 1)
+    assert (amended.model_version, amended.first_model_version) == ("v2", "v1")
+    assert t.finish(update, now=1400.0) == []
+    [record] = t.objects(project)
+    assert (record.clicks, record.updates) == (4, 1)
+
+
+def test_racing_copies_of_a_webhook_finish_an_object_once(project):
+    t0 = store()
+    for i in range(5):
+        t0.record([click(project, 8, A, "extend")], at=1000.0 + i)
+    event = webhook(project, 8, 72, [region(A, "r1")])
+    results: list = []
+    barrier = threading.Barrier(4)
+
+    def deliver() -> None:
+        t = store()  # a process of its own each
+        barrier.wait()
+        results.append(t.finish(event, now=2000.0))
+
+    threads = [threading.Thread(target=deliver) for _ in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    finished = [r for batch in results for r in batch]
+    assert [(r.clicks, new) for r, new in finished] == [(5, True)]
+    assert [r.clicks for r in t0.objects(project)] == [5]
+
+
+def test_missing_or_late_webhooks_never_break_anything(project, conn):
+    t = store(telemetry_pending_ttl_seconds=600)
+    assert t.record([click(project, 9, A, "new")], at=1000.0)
+    ttl = conn.ttl(tm.pending_key(project, 9))
+    assert 0 < ttl <= 600  # a webhook that never comes: the pending object expires
+    # a webhook for a task nobody clicked on, and one naming objects never clicked
+    assert t.finish(webhook(project, 10, 73, [region(A, "r1")])) == []
+    assert t.finish(webhook(project, 9, 74, [region(B, "r1")])) == []
+    # the pending object expired before its (late) webhook: nothing recorded, nothing raised
+    conn.delete(tm.pending_key(project, 9))
+    assert t.finish(webhook(project, 9, 75, [region(A, "r1")])) == []
+    assert t.objects(project) == [] and t.pending(project) == {"objects": 0, "tasks": 0}
+    # malformed or irrelevant payloads are passed over
+    for payload in (None, [], {"action": "ANNOTATION_CREATED"},
+                    {"action": "ANNOTATION_CREATED", "annotation": {"id": "x", "task": 9}},
+                    {"action": "ANNOTATION_CREATED", "project": {"id": project},
+                     "annotation": {"id": 1, "task": 9, "result": "oops"}},
+                    {"action": "ANNOTATIONS_DELETED", "annotations": [{"id": 1}]},
+                    {**webhook(project, 9, 76, [region(A, "r")]),
+                     "annotation": {"id": 76, "task": 9, "was_cancelled": True,
+                                    "result": [region(A, "r")]}}):
+        assert t.finish(payload) == []
+    # a late webhook is timed by the annotation's own time, not by its arrival
+    t.record([click(project, 11, A, "new")], at=1000.0)
+    [(rec, _)] = t.finish(webhook(project, 11, 77, [region(A, "r")],
+                                  updated_at="1970-01-01T00:17:00Z"), now=90000.0)
+    assert rec.seconds == 20.0
+    # an annotation time before the first click (clocks apart): the arrival time is used
+    t.record([click(project, 12, A, "new")], at=5000.0)
+    [(rec, _)] = t.finish(webhook(project, 12, 78, [region(A, "r")],
+                                  updated_at="1970-01-01T00:00:10Z"), now=5030.0)
+    assert rec.seconds == 30.0
+
+
+def test_a_broken_redis_never_raises_into_a_click_or_a_webhook(project):
+    failed: list[str] = []
+    t = tm.Telemetry(load_settings(env={}, redis_url="redis://127.0.0.1:1/0"),
+                     on_failure=failed.append)
+    assert t.record([click(project, 5, A, "new")]) is False
+    assert t.finish(webhook(project, 5, 79, [region(A, "r1")])) == []
+    assert failed == ["record", "finish"] and t.failures == 2
+    # off without REDIS_URL or with TELEMETRY=false: nothing is tried
+    for settings in (load_settings(env={}), load_settings(env={}, redis_url=REDIS_URL,
+                                                          telemetry=False)):
+        off = tm.Telemetry(settings, on_failure=failed.append)
+        assert not off.enabled
+        assert off.record([click(project, 5, A, "new")]) is False
+        assert off.finish(webhook(project, 5, 79, [region(A, "r1")])) == []
+    assert failed == ["record", "finish"]
+
+
+def test_finished_records_are_capped_per_project(project, conn):
+    t = store(telemetry_max_objects=3, telemetry_keep_days=2)
+    for task in range(1, 6):
+        t.record([click(project, task, A, "new")], at=1000.0 * task)
+        t.finish(webhook(project, task, 100 + task, [region(A, "r")]), now=1000.0 * task + 5)
+    assert [r.task for r in t.objects(project)] == [3, 4, 5]  # the newest three
+    assert conn.hlen(tm.objects_key(project)) == 3 == conn.zcard(tm.order_key(project))
+    assert 0 < conn.ttl(tm.objects_key(project)) <= 2 * 86400
+
+
+def test_quantiles_and_versions():
+    assert tm.quantile([], 0.5) is None
+    assert tm.quantile([3.0], 0.9) == 3.0
+    assert tm.quantile([1, 2, 3, 4, 10], 0.5) == 3
+    assert tm.quantile([1, 2, 3, 4, 10], 0.9) == pytest.approx(7.6)  # numpy's linear rule
+    recs = [tm.ObjectRecord(1, t, t, "image", "mask", "Object", c, 0, 0.0, s, s, v)
+            for t, (c, s, v) in enumerate([(5, 50.0, "old"), (7, 70.0, "old"),
+                                           (2, 20.0, "new"), (3, 30.0, "new")])]
+    rows = {r["model_version"]: r for r in tm.by_version(recs)}
+    assert [r["model_version"] for r in tm.by_version(recs)] == ["old", "new"]
+    assert (rows["old"]["clicks_median"], rows["new"]["clicks_median"]) == (6.0, 2.5)
+    assert rows["new"]["seconds_p90"] == pytest.approx(29.0)
+
+
+def test_project_report_shows_versions_and_the_retrain_gate_decisions(project, tmp_path):
+    settings = load_settings(env={}, redis_url=REDIS_URL, model_registry=str(tmp_path))
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    gate = {"holdout": {"candidate": {"noc90": 2.1}, "serving": {"noc90": 2.4}},
+            "grabcut": {"candidate": {"noc90": 3.3}, "serving": {"noc90": 2.9}}}
+    records = [
+        {"run": "r1", "project": project, "started_at": 100.0, "status": "promoted",
+         "candidate_version": "cdnet-mnv2-aaaa", "serving_before": None,
+         "metrics": {"holdout": gate["holdout"]}, "not_worse": {"holdout": True}},
+        {"run": "r2", "project": None, "started_at": 200.0, "status": "rejected",
+         "candidate_version": "cdnet-mnv2-bbbb", "serving_before": "cdnet-mnv2-aaaa",
+         "metrics": gate, "not_worse": {"holdout": True, "grabcut": False},
+         "worse_on": ["grabcut"]},
+        {"run": "r3", "project": project + 1, "started_at": 300.0, "status": "promoted"},
+        {"run": "r4", "project": project, "started_at": 400.0, "status": "failed",
+         "error": "RetrainError: not enough corrections"},
+    ]
+    for rec in records:
+        (runs / f"{rec['run']}.json").write_text(json.dumps(rec))
+    (runs / "broken.json").write_text("{")
+    t = tm.Telemetry(settings)
+    t.record([click(project, 1, A, "new", version="cdnet-mnv2-aaaa")], at=10.0)
+    t.finish(webhook(project, 1, 1, [region(A, "r")]), now=40.0)
+    report = tm.project_report(settings, project)
+    assert [r["run"] for r in report["retrains"]] == ["r4", "r2", "r1"]  # newest first
+    assert report["retrains"][1]["noc90"]["grabcut"] == {"candidate": 3.3, "serving": 2.9,
+                                                        "not_worse": False}
+    assert report["objects"] == 1 and report["versions"][0]["seconds_median"] == 30.0
+    text = "\n".join(tm.format_report(report))
+    assert "cdnet-mnv2-aaaa" in text and "30.0" in text
+    assert "rejected" in text and "grabcut NoC@90 3.30 vs 2.90 (worse)" in text
+    assert "failed" in text and "not enough corrections" in text
+    off = tm.project_report(load_settings(env={}, model_registry=str(tmp_path)), project)
+    assert off["versions"] is None and len(off["retrains"]) == 3
+    assert "needs REDIS_URL" in "\n".join(tm.format_report(off))

@@ -41,6 +41,11 @@ class Metrics:
         self.hist_sum: dict[str, float] = defaultdict(float)
         self.hist_count: dict[str, int] = defaultdict(int)
         self.counters: dict[tuple[str, tuple[tuple[str, str], ...]], int] = defaultdict(int)
+        # value histograms (observe_value): name -> (buckets, help), and per label set
+        # [counts per bucket..., count] and the sum
+        self.value_hists: dict[str, tuple[tuple[float, ...], str]] = {}
+        self.value_counts: dict[tuple[str, tuple[tuple[str, str], ...]], list[int]] = {}
+        self.value_sums: dict[tuple[str, tuple[tuple[str, str], ...]], float] = defaultdict(float)
 
     def observe(self, endpoint: str, method: str, status: int, seconds: float) -> None:
         method = method if method in METHODS else OTHER  # any token is a valid method
@@ -60,6 +65,24 @@ class Metrics:
                     1 for n, _ in self.counters if n == name) >= MAX_SERIES:
                 key = (name, tuple((k, OTHER) for k, _ in key[1]))
             self.counters[key] += amount
+
+    def observe_value(self, name: str, value: float, buckets: tuple[float, ...], help: str,
+                      **labels: str) -> None:
+        """One observation of histogram `name` (clicksmith_<name>): at most MAX_SERIES label
+        sets, further ones under "other", as for counters."""
+        key = (name, tuple(sorted(labels.items())))
+        with self._lock:
+            self.value_hists.setdefault(name, (tuple(buckets), help))
+            bounds = self.value_hists[name][0]
+            if key not in self.value_counts and labels and sum(
+                    1 for n, _ in self.value_counts if n == name) >= MAX_SERIES:
+                key = (name, tuple((k, OTHER) for k, _ in key[1]))
+            counts = self.value_counts.setdefault(key, [0] * (len(bounds) + 1))
+            for i, bound in enumerate(bounds):
+                if value <= bound:
+                    counts[i] += 1
+            counts[-1] += 1
+            self.value_sums[key] += value
 
     def render(self, model_version: str, model_state: str, extra: dict[str, float]) -> str:
         pid = str(os.getpid())
@@ -96,6 +119,21 @@ class Metrics:
                     if n == name:
                         pairs = dict(labels) | {"pid": pid}
                         lines.append(f"clicksmith_{name}_total{_labels(pairs)} {value}")
+            for name, (bounds, help_text) in sorted(self.value_hists.items()):
+                lines += [f"# HELP clicksmith_{name} {help_text}",
+                          f"# TYPE clicksmith_{name} histogram"]
+                for (n, labels), counts in sorted(self.value_counts.items()):
+                    if n != name:
+                        continue
+                    pairs = dict(labels) | {"pid": pid}
+                    for bound, c in zip(bounds, counts, strict=False):
+                        le = _labels(pairs | {"le": repr(float(bound))})
+                        lines.append(f"clicksmith_{name}_bucket{le} {c}")
+                    lines.append(f"clicksmith_{name}_bucket{_labels(pairs | {'le': '+Inf'})} "
+                                 f"{counts[-1]}")
+                    lines.append(f"clicksmith_{name}_sum{_labels(pairs)} "
+                                 f"{self.value_sums[(n, labels)]:.6f}")
+                    lines.append(f"clicksmith_{name}_count{_labels(pairs)} {counts[-1]}")
         lines += [
             "# HELP clicksmith_model_info The loaded model version and its loading state.",
             "# TYPE clicksmith_model_info gauge",

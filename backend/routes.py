@@ -195,6 +195,7 @@ def webhook():
         return _start_training(body)
     if action not in CORRECTION_ACTIONS:
         return jsonify({"status": "ignored", "action": action})
+    backend().annotation_submitted(body)  # telemetry: finishes the objects clicked; never raises
     return _enqueue(CORRECTIONS_JOB, body, action=action)
 
 

@@ -30,11 +30,14 @@ from clicksmith.models import ModelService, SegmentationModel
 from clicksmith.prelabel import task_prediction
 from clicksmith.queue import JobQueue, QueueUnavailable
 from clicksmith.settings import Settings
+from clicksmith.telemetry import Interaction, ObjectKey, Telemetry
 
 log = logging.getLogger(__name__)
 
 PREDICT_MODEL_WAIT_S = 60.0
 PRELABEL_JOB = "review.prelabel.prelabel_batch"  # (project_id, task_ids, run_id=None)
+CLICK_BUCKETS = (0, 1, 2, 3, 4, 5, 7, 10, 15, 20, 30, 50)  # per object (telemetry histograms)
+SECONDS_BUCKETS = (5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600)
 
 
 class Backend:
@@ -54,6 +57,8 @@ class Backend:
                 settings.session_cache_size, settings.session_ttl_seconds
             )
         self.jobs = JobQueue(settings)  # connects to Redis on first use only
+        self.telemetry = Telemetry(settings, on_failure=lambda op: self.metrics.inc(
+            "telemetry_failures", op=op))  # off without REDIS_URL
         self._project_versions: dict[int, str] = {}  # model_version set per project (retrieve)
         # torch runs one inference at a time per process; with the threaded dev server this
         # keeps two requests from fighting over the same CPU threads
@@ -105,18 +110,47 @@ class Backend:
         project = str(body.get("project") or task.get("project") or "none")
         items: list[dict] = []
         qualities: list[float] = []
+        answered: list[tuple[Prompt, Outcome]] = []
         for prompt in prompts:
             outcome, image = self._run_prompt(predictor, project, task, prompt)
             qualities.append(outcome.quality)
             items += self._result_items(prompt, outcome, image)
             self.metrics.inc("interactions", kind=outcome.kind.value)
             self.metrics.inc("clicks_run", outcome.clicks_run)
+            answered.append((prompt, outcome))
+        self._record_interactions(body, task, answered, predictor.model_version)
         score = float(min(qualities))
         return {
             "results": [
                 {"result": items, "score": score, "model_version": predictor.model_version}
             ]
         }
+
+    # --- telemetry (clicksmith/telemetry.py: never raises into a click or a webhook) --------
+    def _record_interactions(self, body: dict, task: dict,
+                             answered: list[tuple[Prompt, Outcome]], version: str) -> None:
+        """Each answered prompt is one interaction of its object (task, image, control, label)."""
+        project, task_id = self._project_of(body, [task]), task.get("id")
+        if project is None or isinstance(task_id, bool) or not isinstance(task_id, int):
+            return
+        self.telemetry.record(Interaction(
+            project, task_id, ObjectKey(p.target.name, p.brush.name, p.label), o.kind.value,
+            version, o.clicks_run) for p, o in answered)
+
+    def annotation_submitted(self, body: dict) -> None:
+        """An annotation webhook: finish its objects' telemetry, observe the histograms."""
+        for record, new in self.telemetry.finish(body):
+            self.metrics.inc("telemetry_objects", outcome="finished" if new else "amended")
+            if new:  # an object is observed once, at its first submission
+                version = record.model_version
+                self.metrics.observe_value("object_clicks", record.clicks, CLICK_BUCKETS,
+                                           "Clicks per annotated object.", model_version=version)
+                self.metrics.observe_value("object_tool_actions", record.tools, CLICK_BUCKETS,
+                                           "Tool actions per annotated object.",
+                                           model_version=version)
+                self.metrics.observe_value("object_seconds", record.seconds, SECONDS_BUCKETS,
+                                           "Seconds from an object's first interaction to its "
+                                           "submitted annotation.", model_version=version)
 
     # --- /versions --------------------------------------------------------------------
     def versions(self) -> dict:

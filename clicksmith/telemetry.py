@@ -158,6 +158,9 @@ def _int(value: object) -> int | None:
 
 
 def _stamp(value: object) -> float | None:
+    """labelstudio.regions.stamp_time's rule (naive: UTC), None instead of -inf; not imported
+    from there because that module loads the SDK's converter (seconds), which `clicksmith
+    status` should not pay for."""
     from datetime import UTC, datetime
 
     if not isinstance(value, str) or not value:

@@ -95,8 +95,11 @@ def score_tasks(settings: Settings, project_id: int, client=None, predictor=None
     return rows
 
 
-def write_reports(rows: list[dict], out_dir: Path, project_id: int, model_version: str) -> dict:
-    """review.html, review.csv and review.json in `out_dir` (each written atomically)."""
+def write_reports(rows: list[dict], out_dir: Path, project_id: int, model_version: str,
+                  telemetry: dict | None = None) -> dict:
+    """review.html, review.csv and review.json in `out_dir` (each written atomically).
+    `telemetry`: clicksmith.telemetry.project_report (clicks and seconds per object per model
+    version, the retrain history), shown above the cards and kept in review.json."""
     out_dir.mkdir(parents=True, exist_ok=True)
     plain = [{k: r.get(k) for k in FIELDS} for r in rows]
     buf = io.StringIO()
@@ -107,13 +110,63 @@ def write_reports(rows: list[dict], out_dir: Path, project_id: int, model_versio
              "html": out_dir / "review.html"}
     atomic_write_bytes(paths["csv"], buf.getvalue().encode())
     atomic_write_bytes(paths["json"], json.dumps(
-        {"project": project_id, "model_version": model_version, "tasks": plain},
-        indent=1).encode())
-    atomic_write_bytes(paths["html"], _html(rows, project_id, model_version).encode())
+        {"project": project_id, "model_version": model_version, "tasks": plain,
+         **({"telemetry": telemetry} if telemetry is not None else {})},
+        indent=1, default=str).encode())
+    atomic_write_bytes(paths["html"], _html(rows, project_id, model_version, telemetry).encode())
     return {k: str(v) for k, v in paths.items()}
 
 
-def _html(rows: list[dict], project_id: int, model_version: str) -> str:
+def _num(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1f}"
+
+
+def telemetry_html(report: dict | None) -> str:
+    """The telemetry section: per model version, objects and clicks / seconds per object
+    (median, p90); the retrain history with each gate decision."""
+    if report is None:
+        return ""
+    parts = ["<h2>Annotation effort per model version</h2>"]
+    if report.get("versions") is None:
+        parts.append("<p>No telemetry: it needs REDIS_URL (and TELEMETRY=true).</p>")
+    elif not report["versions"]:
+        parts.append("<p>No object finished yet.</p>")
+    else:
+        head = ("<tr><th>model version</th><th>objects</th><th>clicks median</th><th>clicks p90"
+                "</th><th>tool actions median</th><th>seconds median</th><th>seconds p90</th></tr>")
+        body = "".join(
+            f"<tr><td>{html.escape(str(v['model_version']))}</td><td>{v['objects']}</td>"
+            f"<td>{_num(v['clicks_median'])}</td><td>{_num(v['clicks_p90'])}</td>"
+            f"<td>{_num(v['tools_median'])}</td><td>{_num(v['seconds_median'])}</td>"
+            f"<td>{_num(v['seconds_p90'])}</td></tr>" for v in report["versions"])
+        parts.append(f'<table class="t">{head}{body}</table>')
+    pending = report.get("pending")
+    if pending:
+        parts.append(f"<p>Waiting for their annotation: {pending['objects']} object(s) on "
+                     f"{pending['tasks']} task(s).</p>")
+    parts.append("<h2>Retrain history</h2>")
+    retrains = report.get("retrains") or []
+    if not retrains:
+        parts.append("<p>No retrain run in the registry.</p>")
+    else:
+        rows = []
+        for r in retrains:
+            gates = "; ".join(f"{html.escape(n)}: NoC@90 {m['candidate']:.2f} vs "
+                              f"{m['serving']:.2f} ({'not worse' if m['not_worse'] else 'worse'})"
+                              for n, m in r["noc90"].items())
+            rows.append(f"<tr><td>{html.escape(str(r['run']))}</td>"
+                        f"<td>{html.escape(str(r['status']))}</td>"
+                        f"<td>{html.escape(str(r['candidate'] or ''))}</td>"
+                        f"<td>{html.escape(str(r['serving_before'] or 'bundled'))}</td>"
+                        f"<td>{gates or html.escape(str(r['error'] or ''))}</td></tr>")
+        parts.append('<table class="t"><tr><th>run</th><th>gate decision</th><th>candidate</th>'
+                     '<th>serving before</th><th>NoC@90 candidate vs serving</th></tr>'
+                     + "".join(rows) + "</table>")
+    return "\n".join(parts)
+
+
+def _html(rows: list[dict], project_id: int, model_version: str,
+          telemetry: dict | None = None) -> str:
     cards = []
     for r in rows:
         score = "—" if r["score"] is None else f"{r['score']:.3f}"
@@ -136,8 +189,11 @@ border-radius:6px;color:#222;text-decoration:none;font-size:13px}}
 .card img{{display:block;max-width:{THUMB}px;max-height:{THUMB}px;margin-bottom:4px}}
 .bad{{border-color:#d33}} .mid{{border-color:#e90}} .ok{{border-color:#3a3}}
 .none{{border-color:#777;border-style:dashed}} .note{{color:#666;font-size:11px}}
+.t{{border-collapse:collapse;margin-bottom:1em}} .t td,.t th{{border:1px solid #ccc;
+padding:2px 8px;font-size:13px;text-align:right}}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
+{telemetry_html(telemetry)}
 <p>{len(rows)} tasks, worst predicted quality first (model {html.escape(model_version)}).
 Red tint: the task's current mask. Click a card to open the task in Label Studio.</p>
 <div class="grid">

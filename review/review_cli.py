@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -17,6 +18,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="do not create the Label Studio data-manager tab")
 
 
+def _telemetry(settings, project: int) -> dict:
+    """The project's telemetry report (clicks and seconds per object, retrain history); its
+    Redis part left out, with the reason on stderr, when Redis cannot be read."""
+    from clicksmith import queue, telemetry
+
+    conn = None
+    if settings.redis_url and settings.telemetry:
+        conn = queue.redis_conn(settings, timeout=5.0)
+    try:
+        return telemetry.project_report(settings, project, conn=conn)
+    except Exception as exc:  # noqa: BLE001 (Redis down: the ranking is still worth writing)
+        print(f"clicksmith review: telemetry left out ({exc})", file=sys.stderr)
+        return telemetry.project_report(dataclasses.replace(settings, telemetry=False), project)
+
+
 def run(args: argparse.Namespace) -> int:
     from label_studio_sdk.core.api_error import ApiError
 
@@ -29,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
         client = client_for(settings)
         predictor = process_model(settings)
         rows = score_tasks(settings, args.project, client, predictor)
-        paths = write_reports(rows, args.out, args.project, predictor.model_version)
+        paths = write_reports(rows, args.out, args.project, predictor.model_version,
+                              telemetry=_telemetry(settings, args.project))
         view = None if args.no_view else create_view(client, args.project)
     except (ValueError, ApiError, ModelUnavailable, LabelStudioError) as exc:
         print(f"clicksmith review: {describe_error(exc)}", file=sys.stderr)

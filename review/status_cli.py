@@ -1,5 +1,7 @@
 """`clicksmith status [ID]`: progress of a run (from `clicksmith prelabel`) or of one RQ job;
-without an id, the newest runs, one line each."""
+without an id, the newest runs, one line each. `clicksmith status --project N`: the project's
+annotation telemetry (clicks and seconds per object, per model version) and its retrain
+history with each gate decision (clicksmith/telemetry.py)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="a run id (printed by `clicksmith prelabel`) or an RQ job id; "
                              "none: list the newest runs")
     parser.add_argument("--limit", type=int, default=20, help="runs listed without an id")
+    parser.add_argument("--project", type=int, default=None,
+                        help="a Label Studio project id: clicks and seconds per annotated "
+                             "object per model version, and the retrain history")
     parser.add_argument("--json", action="store_true", help="print JSON")
 
 
@@ -56,9 +61,31 @@ def format_line(info: dict) -> str:
     return f"job {info['job']}: {info['status']}{done}"
 
 
+def project_status(args: argparse.Namespace) -> int:
+    from clicksmith import queue, telemetry
+
+    settings = load_settings()
+    conn = None
+    if settings.redis_url and settings.telemetry:
+        try:
+            conn = queue.redis_conn(settings, timeout=5.0)
+        except (ValueError, queue.QueueUnavailable) as exc:
+            print(f"clicksmith status: {exc}", file=sys.stderr)
+            return 2
+    report = telemetry.project_report(settings, args.project, conn=conn)
+    print(json.dumps(report, indent=2, default=str) if args.json
+          else "\n".join(telemetry.format_report(report)))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from clicksmith import queue
 
+    if getattr(args, "project", None) is not None:
+        if args.id is not None:
+            print("clicksmith status: give a run/job id or --project, not both", file=sys.stderr)
+            return 2
+        return project_status(args)
     try:
         conn = queue.redis_conn(load_settings())
     except (ValueError, queue.QueueUnavailable) as exc:

@@ -1,0 +1,136 @@
+"""Telemetry through the HTTP backend: clicks on /predict, the annotation on /webhook, the real
+Redis at 127.0.0.1:6379 (db 15), the Prometheus histograms on /metrics."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from clicksmith import telemetry as tm
+from tests.backend.conftest import REDIS_URL
+from tests.backend.ls import brush, keypoint, predict_body, rectangle
+
+H, W = 72, 96
+
+
+@pytest.fixture
+def queue(redis_db):
+    from rq import Queue
+
+    q = Queue(f"clicksmith-test-{uuid.uuid4().hex[:8]}", connection=redis_db)
+    yield q
+    q.delete(delete_jobs=True)
+
+
+@pytest.fixture
+def project(redis_db, project_id):
+    """The numeric project of `project_id` ("<id>.<ts>"); its telemetry keys go afterwards."""
+    pid = int(project_id.split(".")[0])
+    yield pid
+    for key in redis_db.scan_iter(f"{tm.PREFIX}:{pid}:*"):
+        redis_db.delete(key)
+
+
+def annotation_event(project: int, task: int, ann: int, mask_item: dict,
+                     action: str = "ANNOTATION_CREATED") -> dict:
+    annotation = {"id": ann, "task": task, "project": project, "was_cancelled": False,
+                  "result": [mask_item], "created_at": None, "updated_at": None}
+    return {"action": action, "annotation": annotation, "task": {"id": task},
+            "project": {"id": project}}
+
+
+def metric_lines(client, name: str) -> list[str]:
+    return [line for line in client.get("/metrics").text.splitlines()
+            if line.startswith(f"clicksmith_{name}")]
+
+
+def test_clicks_then_the_annotation_webhook_are_counted_once(make_app, disk, queue, redis_db,
+                                                             project_id, project):
+    path, img = disk
+    app = make_app(redis_url=REDIS_URL, queue_name=queue.name)
+    client = app.test_client()
+    version = app.extensions["clicksmith"].model.model_version
+    # an annotator's session on task 3: three clicks (auto-accept: each alone), a box
+    for i, (x, y, positive) in enumerate([(50, 50, True), (62, 40, True), (20, 20, False)]):
+        body = predict_body(path, [keypoint(x, y, W, H, positive)], task_id=3,
+                            project=project_id)
+        r = client.post("/predict", json=body)
+        assert r.status_code == 200, r.json
+        if i == 0:
+            answer = r.json["results"][0]["result"][0]
+    r = client.post("/predict", json=predict_body(
+        path, [rectangle(20, 10, 60, 80, W, H)], task_id=3, project=project_id))
+    assert r.status_code == 200, r.json
+    # a click on another task that is never submitted
+    r = client.post("/predict", json=predict_body(path, [keypoint(50, 50, W, H)], task_id=4,
+                                                  project=project_id))
+    assert r.status_code == 200
+    store = app.extensions["clicksmith"].telemetry
+    assert store.pending(project) == {"objects": 2, "tasks": 2}
+
+    submitted = {**answer, "id": "region-1", "from_name": "mask", "to_name": "image"}
+    event = annotation_event(project, 3, 501, submitted)
+    for _ in range(3):  # the webhook and two replays of it
+        r = client.post("/webhook", json=event)
+        assert r.status_code == 201 and r.json["status"] == "queued"
+    assert len(queue.get_jobs()) == 3  # the corrections job is queued each time, as before
+
+    [record] = store.objects(project)
+    assert (record.task, record.annotation, record.label) == (3, 501, "Object")
+    assert (record.clicks, record.tools, record.model_version) == (4, 0, version)
+    assert record.regions == ["region-1"] and record.seconds >= 0
+    assert store.pending(project) == {"objects": 1, "tasks": 1}
+    labels = f'model_version="{version}"'
+    count = [line for line in metric_lines(client, "object_clicks_count") if labels in line]
+    assert len(count) == 1 and count[0].endswith(" 1")
+    buckets = {line.split('le="')[1].split('"')[0]: int(line.rsplit(" ", 1)[1])
+               for line in metric_lines(client, "object_clicks_bucket") if labels in line}
+    assert (buckets["3.0"], buckets["4.0"], buckets["+Inf"]) == (0, 1, 1)
+    assert any(labels in line for line in metric_lines(client, "object_seconds_count"))
+    assert [line.rsplit(" ", 1)[1] for line in metric_lines(client, "telemetry_objects_total")
+            ] == ["1"]
+
+    report = tm.project_report(app.extensions["clicksmith"].settings, project)
+    [row] = report["versions"]
+    assert (row["model_version"], row["objects"], row["clicks_median"]) == (version, 1, 4.0)
+
+
+def test_a_webhook_without_clicks_and_a_click_without_redis_telemetry(make_app, disk, queue,
+                                                                       redis_db, project_id,
+                                                                       project, monkeypatch):
+    path, img = disk
+    app = make_app(redis_url=REDIS_URL, queue_name=queue.name)
+    client = app.test_client()
+    # an annotation nobody clicked through this backend: queued for corrections, no record
+    import numpy as np
+
+    mask = np.zeros((H, W), bool)
+    mask[10:30, 10:30] = True
+    r = client.post("/webhook", json=annotation_event(project, 9, 600, brush(mask)))
+    assert r.status_code == 201
+    store = app.extensions["clicksmith"].telemetry
+    assert store.objects(project) == []
+    # telemetry's Redis broken: clicks and webhooks are answered as before, a metric counts it
+    import redis
+
+    broken = redis.Redis.from_url("redis://127.0.0.1:1/0", socket_timeout=0.2,
+                                  socket_connect_timeout=0.2)
+    monkeypatch.setattr(store, "_conn", broken)
+    r = client.post("/predict", json=predict_body(path, [keypoint(50, 50, W, H)], task_id=9,
+                                                  project=project_id))
+    assert r.status_code == 200 and r.json["results"][0]["result"]
+    r = client.post("/webhook", json=annotation_event(project, 9, 601, brush(mask)))
+    assert r.status_code == 201
+    failures = {line.split('op="')[1].split('"')[0]: line.rsplit(" ", 1)[1]
+                for line in metric_lines(client, "telemetry_failures_total")}
+    assert failures == {"record": "1", "finish": "1"}
+
+
+def test_without_redis_telemetry_is_off_and_clicks_work(client, disk):
+    path, _ = disk
+    backend = client.application.extensions["clicksmith"]
+    assert not backend.telemetry.enabled
+    r = client.post("/predict", json=predict_body(path, [keypoint(50, 50, W, H)]))
+    assert r.status_code == 200
+    assert metric_lines(client, "object_clicks") == []

@@ -27,7 +27,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prelabel": ("review.prelabel_cli", "pre-label a Label Studio project"),
     "review": ("review.review_cli", "rank a project's masks by predicted quality"),
     "retrain": ("review.retrain_cli", "fine-tune on collected corrections, promote if better"),
-    "status": ("review.status_cli", "show progress of a queued job"),
+    "status": ("review.status_cli", "show progress of a queued job; --project N: clicks and "
+               "seconds per object per model version, retrain history"),
     "doctor": ("clicksmith.doctor", "check Label Studio, the token, a project's images, "
                "config, ML backend and webhook, Redis, workers and the model; say what to fix"),
 }

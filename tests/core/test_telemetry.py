@@ -261,3 +261,14 @@ def test_project_report_shows_versions_and_the_retrain_gate_decisions(project, t
     off = tm.project_report(load_settings(env={}, model_registry=str(tmp_path)), project)
     assert off["versions"] is None and len(off["retrains"]) == 3
     assert "needs REDIS_URL" in "\n".join(tm.format_report(off))
+
+
+def test_a_bulk_event_finishes_only_the_objects_clicked(project):
+    t = store()
+    t.record([click(project, 30, A, "new")], at=1000.0)
+    events = [webhook(project, task, 200 + task, [region(A, f"r{task}")])["annotation"]
+              for task in range(25, 35)]
+    bulk = {"action": "ANNOTATIONS_CREATED", "annotation": events, "project": {"id": project}}
+    [(rec, new)] = t.finish(bulk, now=1010.0)
+    assert (rec.task, rec.annotation, rec.clicks, rec.seconds, new) == (30, 230, 1, 10.0, True)
+    assert t.finish(bulk, now=1020.0) == []

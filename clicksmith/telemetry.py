@@ -30,10 +30,10 @@ Keys (`<p>`: the numeric project id, `<t>`: the task id):
     clicksmith:telemetry:<p>:order         zset  "<annotation>:<object>" -> submitted time
 `<object>` is the JSON list [image, control, label].
 
-Counting: a click is a request that ran the network on keypoints or a box (a new click, a box,
-a deleted click recomputed); a tool action is a request whose mask came from anything else
-(brush stroke or eraser, an edit adopted, superpixel, lasso point, refine). A request that
-repeats what the session already holds counts as nothing.
+Counting (`Interaction.counts`): clicks are the keypoint clicks the network ran, a box, or a
+deleted click (recomputed: one); a tool action is a request whose mask came from anything else
+(brush stroke or eraser, an edit of the answer adopted, superpixel, lasso point, refine), plus
+any click it also ran. A request that repeats what the session already holds counts nothing.
 """
 
 from __future__ import annotations
@@ -83,15 +83,19 @@ class Interaction:
     obj: ObjectKey
     kind: str  # the pipeline's Kind value
     model_version: str
-    clicks: int = 1  # network-run clicks of this request when kind is a click kind
+    clicks: int = 1  # clicks the request ran through the network (Outcome.clicks_run)
 
     def counts(self) -> tuple[int, int]:
-        """(clicks, tool actions) this interaction adds."""
+        """(clicks, tool actions) this interaction adds: a new or extending request its new
+        clicks (at least one), a recompute (a click deleted) or a box one, a tool's request one
+        tool action plus the clicks it also ran (a click after an eraser edit is adopted)."""
         if self.kind in IDLE_KINDS:
             return 0, 0
+        if self.kind in ("new", "extend"):
+            return max(1, self.clicks), 0
         if self.kind in CLICK_KINDS:
-            return (max(1, self.clicks) if self.kind in ("new", "extend") else 1), 0
-        return 0, 1
+            return 1, 0
+        return max(0, self.clicks), 1
 
 
 @dataclass

@@ -211,6 +211,18 @@ def test_finished_records_are_capped_per_project(project, conn):
     assert 0 < conn.ttl(tm.objects_key(project)) <= 2 * 86400
 
 
+def test_what_counts_as_a_click_and_as_a_tool_action():
+    def counts(kind: str, clicks: int) -> tuple[int, int]:
+        return tm.Interaction(1, 1, A, kind, "v", clicks).counts()
+
+    assert [counts("new", 1), counts("new", 0), counts("extend", 2)] == [(1, 0)] * 2 + [(2, 0)]
+    assert [counts("recompute", 4), counts("box", 1), counts("repeat", 0)] == [
+        (1, 0), (1, 0), (0, 0)]
+    assert [counts("stroke", 0), counts("adopt", 1), counts("superpixel", 0)] == [
+        (0, 1), (1, 1), (0, 1)]
+    assert counts("some_future_tool", 0) == (0, 1)
+
+
 def test_quantiles_and_versions():
     assert tm.quantile([], 0.5) is None
     assert tm.quantile([3.0], 0.9) == 3.0

@@ -2,6 +2,7 @@
 
 Layout under `settings.model_registry`:
     versions/<version>/weights.pt      the fine-tuned weights
+    versions/<version>/weights.onnx    their ONNX export (what an install without torch serves)
     versions/<version>/metrics.json    what the retrain measured (candidate vs. previous)
     current                            one line: the serving version's name
 
@@ -86,8 +87,13 @@ def list_versions(settings: Settings) -> list[dict]:
     return out
 
 
-def store_version(settings: Settings, version: str, weights_file: Path, metrics: dict) -> Path:
-    """Move candidate weights into versions/<version>/ with their metrics (not yet serving)."""
+def store_version(settings: Settings, version: str, weights_file: Path, metrics: dict,
+                  export_onnx: bool = False) -> Path:
+    """Move candidate weights into versions/<version>/ with their metrics (not yet serving).
+
+    `export_onnx`: also write their ONNX export, stamped with the version: the serving image
+    has no torch and can serve a promoted version only from that file (elsewhere it is simply
+    the faster runner). Needs torch and onnx, which retraining has anyway."""
     target = version_dir(settings, version)
     if target.exists():
         raise ValueError(f"model version {version!r} already exists in the registry")
@@ -95,6 +101,10 @@ def store_version(settings: Settings, version: str, weights_file: Path, metrics:
     staging = Path(tempfile.mkdtemp(dir=target.parent.parent, prefix=f".staging-{version}."))
     try:
         shutil.move(str(weights_file), staging / WEIGHTS_NAME)
+        if export_onnx:
+            from cdnet.onnx_export import export_onnx as export
+
+            export(staging / WEIGHTS_NAME)
         atomic_write_json(staging / "metrics.json", metrics)
         os.replace(staging, target)
     except BaseException:
@@ -143,14 +153,8 @@ def load_configured_predictor(weights: Path | None, settings: Settings,
 
 
 def bundled_version() -> str:
-    """The version the bundled weights report when they serve (cdnet.model.io's rule: the
-    digest of cdnet/weights/cdnet_mnv2.pt), read without loading torch; "cdnet-mnv2-untrained"
-    when the file is missing, as load_model reports then."""
-    import hashlib
+    """The version the bundled weights report when they serve, read without loading torch
+    ("cdnet-mnv2-untrained" when the file is missing, as the loader reports then)."""
+    from cdnet.model.files import version_of
 
-    import cdnet
-
-    path = Path(cdnet.__file__).resolve().parent / "weights" / "cdnet_mnv2.pt"
-    if not path.is_file():
-        return "cdnet-mnv2-untrained"
-    return f"cdnet-mnv2-{hashlib.sha256(path.read_bytes()).hexdigest()[:8]}"
+    return version_of(None)

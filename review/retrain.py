@@ -255,7 +255,8 @@ def _run(settings: Settings, project_id: int | None, iterations: int, finetune: 
         raise RetrainError(f"candidate {version} is already in the registry (same weights)")
     registry.store_version(settings, version, Path(candidate), {
         **{k: out[k] for k in ("counts", "metrics", "not_worse", "base_weights")},
-        "promoted_over": registry.current_version(settings), "created_at": time.time()})
+        "promoted_over": registry.current_version(settings), "created_at": time.time()},
+        export_onnx=True)
     registry.promote(settings, version)
     return {**out, "status": "promoted", "serving_after": version}
 

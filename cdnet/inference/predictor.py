@@ -226,20 +226,17 @@ def load_predictor(path: str | Path | None = None, *, progressive: bool = True,
     """The predictor for bundled weights (or `path`), on ONNX Runtime when it is available.
 
     `backend`: "auto" uses the ONNX file beside the weights when it exists and was exported
-    from them (same digest), torch otherwise; "onnx" / "torch" force one.
+    from them (same digest), torch otherwise; "onnx" / "torch" force one. Without torch
+    installed (the serving image), only a matching ONNX file can serve.
     `flip`: average each answer with the network's answer on the mirrored view.
     """
-    import torch
-
-    from cdnet.model.io import load_model, onnx_path_for
+    from cdnet.model.files import onnx_path_for, version_of
 
     if backend not in {"auto", "onnx", "torch"}:
         raise ValueError(f"backend must be auto, onnx or torch, got {backend!r}")
-    torch.set_num_threads(threads)
-    model, version = load_model(Path(path) if path else None)
-    runner: Runner
+    version = version_of(path)
     onnx_file = onnx_path_for(path)
-    runner = TorchRunner(model, threads)
+    runner: Runner | None = None
     if backend == "onnx" and not onnx_file.is_file():
         raise FileNotFoundError(f"no ONNX file {onnx_file}: run clicksmith export-onnx")
     if backend != "torch" and onnx_file.is_file():
@@ -251,6 +248,26 @@ def load_predictor(path: str | Path | None = None, *, progressive: bool = True,
         else:
             if backend == "onnx" or onnx_runner.exported_from == version:
                 runner = onnx_runner
+    if runner is None:
+        runner = _torch_runner(path, version, threads)
     if flip:
         runner = FlipAveraged(runner)
     return Predictor(runner, version, base_size, zoom_size, progressive, progressive_join)
+
+
+def _torch_runner(path: str | Path | None, version: str, threads: int) -> TorchRunner:
+    """The weights on torch; without torch, a reason that says how to serve them anyway."""
+    try:
+        import torch
+    except ImportError:
+        where = path or "the bundled weights"
+        raise RuntimeError(
+            f"{where} ({version}) have no ONNX export made from them, and torch is not "
+            "installed here (an ONNX-only install such as the serving image): run "
+            f"`clicksmith export-onnx{f' --weights {path}' if path else ''}` where torch is "
+            "installed, or install torch") from None
+    from cdnet.model.io import load_model
+
+    torch.set_num_threads(threads)
+    model, _ = load_model(Path(path) if path else None)
+    return TorchRunner(model, threads)

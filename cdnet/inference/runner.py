@@ -1,12 +1,17 @@
-"""Run the network on one prepared input: torch eager or ONNX Runtime, same numbers out."""
+"""Run the network on one prepared input: torch eager or ONNX Runtime, same numbers out.
+
+torch is imported only by `TorchRunner`: the serving image has ONNX Runtime and no torch.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 
 class NetOutput(NamedTuple):
@@ -36,18 +41,23 @@ class TorchRunner:
     name = "torch"
 
     def __init__(self, model: torch.nn.Module, threads: int | None = None):
+        import torch
+
+        self.torch = torch
         self.model = model.eval()
         self.threads = threads
 
-    @torch.inference_mode()
     def __call__(self, image, clicks, prior) -> NetOutput:
+        torch = self.torch
         # OpenMP thread counts are per calling thread: a web server's request threads would
         # otherwise run with the machine's core count instead of the configured one.
         if self.threads and torch.get_num_threads() != self.threads:
             torch.set_num_threads(self.threads)
-        out = self.model(*(torch.from_numpy(a) for a in network_inputs(image, clicks, prior)))
-        return NetOutput(torch.sigmoid(out.logits)[0, 0].numpy(),
-                         torch.sigmoid(out.head_logits)[0].numpy(), out.quality[0].numpy())
+        with torch.inference_mode():
+            out = self.model(*(torch.from_numpy(a)
+                               for a in network_inputs(image, clicks, prior)))
+            return NetOutput(torch.sigmoid(out.logits)[0, 0].numpy(),
+                             torch.sigmoid(out.head_logits)[0].numpy(), out.quality[0].numpy())
 
 
 # ONNX metadata key holding the model_version of the weights an ONNX file was exported from

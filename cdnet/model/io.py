@@ -6,7 +6,6 @@ same version and a retrained file a different one, with no bookkeeping to forget
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -14,19 +13,15 @@ from pathlib import Path
 import torch
 
 from cdnet.model.cdnet import CDNet
-
-WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
-BUNDLED_WEIGHTS = WEIGHTS_DIR / "cdnet_mnv2.pt"
-BUNDLED_ONNX = WEIGHTS_DIR / "cdnet_mnv2.onnx"
-
-
-def onnx_path_for(weights: str | Path | None) -> Path:
-    """Where the ONNX export of a weights file lives: beside it, or the bundled one."""
-    return BUNDLED_ONNX if weights is None else Path(weights).with_suffix(".onnx")
-
-
-def file_digest(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:8]
+from cdnet.model.files import (  # noqa: F401  (re-exported: the model's file API in one place)
+    BUNDLED_ONNX,
+    BUNDLED_WEIGHTS,
+    UNTRAINED_VERSION,
+    WEIGHTS_DIR,
+    file_digest,
+    onnx_path_for,
+    version_of,
+)
 
 
 def model_config(model: CDNet) -> dict:
@@ -117,9 +112,9 @@ def read_model_file(path: Path) -> dict:
 def load_model(path: Path | None = None) -> tuple[CDNet, str]:
     """(model in eval mode, model_version); no path and no bundled file: untrained head."""
     if path is None and not BUNDLED_WEIGHTS.is_file():
-        return build_model(pretrained=True).eval(), "cdnet-mnv2-untrained"
+        return build_model(pretrained=True).eval(), UNTRAINED_VERSION
     path = Path(path or BUNDLED_WEIGHTS)
     payload = read_model_file(path)
     model = build_model(payload.get("config"))
     model.load_state_dict(payload["state_dict"], strict=True)
-    return model.eval(), f"cdnet-mnv2-{file_digest(path)}"
+    return model.eval(), version_of(path)

@@ -32,14 +32,31 @@ def pip_calls(tmp_path: Path, *args: str) -> tuple[int, list[list[str]], str]:
     return out.returncode, calls, out.stderr
 
 
-def test_a_plain_install_leaves_the_training_weights_out(tmp_path):
+def test_a_plain_install_has_torch_for_retraining_but_not_the_training_weights(tmp_path):
     rc, calls, _ = pip_calls(tmp_path)
     assert rc == 0
-    assert [c[-1] for c in calls] == ["torch==2.13.0", "."]
+    assert [c[-1] for c in calls] == ["torch==2.13.0", ".[train]"]
     assert not any(WEIGHTS in c for c in calls)
 
 
-@pytest.mark.parametrize("mode,project", [("train", "."), ("test", ".[test]")])
+def test_a_serving_install_asks_for_no_torch(tmp_path):
+    """The serving image's install: ONNX Runtime only, so nothing may ask for torch."""
+    rc, calls, _ = pip_calls(tmp_path, "serve")
+    assert rc == 0
+    assert [c[-1] for c in calls] == ["."]
+    assert not any("torch" in " ".join(c) for c in calls)
+
+
+def test_the_serving_dependencies_name_no_torch_and_the_train_extra_pins_it():
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert not any(d.startswith("torch") for d in project["dependencies"])
+    assert "onnxruntime" in " ".join(project["dependencies"])
+    assert "torch==2.13.0" in project["optional-dependencies"]["train"]
+
+
+@pytest.mark.parametrize("mode,project", [("train", ".[train]"), ("test", ".[train,test]")])
 def test_train_and_test_add_the_weights_last_without_dependencies(tmp_path, mode, project):
     rc, calls, _ = pip_calls(tmp_path, mode)
     assert rc == 0

@@ -16,6 +16,7 @@ from backend.image_cache import CachedImage, ImageCache, TaskImages
 from backend.metrics import Metrics
 from backend.pipeline import Outcome, run_interaction
 from backend.prompts import ContextLimits, Prompt, parse_context, project_id
+from backend.region_cache import RegionMasks
 from backend.sessions import (
     MemorySessionStore,
     RedisSessionStore,
@@ -48,6 +49,7 @@ class Backend:
         self.model = model
         self.metrics = Metrics()
         self.images = ImageCache(settings.image_cache_size, settings.image_cache_bytes)
+        self.regions = RegionMasks()  # task regions decoded once, not once per click
         self.fetcher = TaskImages(settings)  # the adapter's image rules, errors as ApiError
         if settings.redis_url:
             self.sessions: SessionStore = RedisSessionStore(settings.redis_url,
@@ -336,7 +338,7 @@ class Backend:
             self.images.trim()  # their maps count against the cache's bytes from now on
         pixels = prompt.in_pixels(image.height, image.width)
         newest = newest_region_mask(task, prompt.brush.name, prompt.target.name, prompt.label,
-                                    image.height, image.width)
+                                    image.height, image.width, decode=self.regions.decode)
         key = session_key(project, task.get("id"), prompt.target.name, prompt.brush.name,
                           prompt.label)
         with self.sessions.lock(key):

@@ -35,7 +35,7 @@ bitmask region, exactly as for a BrushLabels.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -174,11 +174,14 @@ def task_regions(task: object, control: str, image: str, label: str, height: int
 
 
 def newest_region_mask(task: object, control: str, image: str, label: str, height: int,
-                       width: int, kinds: Sequence[str] = ALL_WORK) -> np.ndarray | None:
-    """The newest of `task_regions` that decodes, as a mask (corrupt regions are passed over)."""
+                       width: int, kinds: Sequence[str] = ALL_WORK,
+                       decode: Callable[[dict], np.ndarray] = decode_mask) -> np.ndarray | None:
+    """The newest of `task_regions` that decodes, as a mask (corrupt regions are passed over).
+    Only that one is decoded (and any newer that fail to), however many the task holds;
+    `decode`: the decoder (the backend's keeps what it decoded, backend/region_cache.py)."""
     for item in task_regions(task, control, image, label, height, width, kinds):
         try:
-            return decode_mask(item)
+            return decode(item)
         except ValueError:
             continue
     return None

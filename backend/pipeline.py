@@ -2,6 +2,7 @@
 
 `run_interaction` is the whole path, one step a line:
     load_session      the stored record, or a new one (its prior: the task's newest region)
+    next_object       the click starts another object of the label: a new session (and region)
     adopt_edit        the annotator edited our answer in Label Studio: that becomes the mask
     apply_strokes     brush strokes add to / erase from the mask and its prior
     apply_tools       superpixel fill, edge lasso, refine bands
@@ -14,7 +15,10 @@ no box and a box request no keypoints; the session carries the others over):
   new clicks are run); it holds some but not all of them → a click was deleted: recompute from the
   session's base prior and box with the clicks that remain; it holds none of them → auto-accept
   deleted the accepted regions: the new clicks extend the session.
-- a box differing from the session's → start over inside the box (base prior kept).
+- a box differing from the session's → start over inside the box (base prior kept), as a new
+  object: a region of its own.
+- none of the session's clicks, a positive click on another object → a new session (and
+  region) for it, see `next_object`.
 - brush strokes not yet applied → added to (erasing strokes: removed from) the current mask and
   the base prior; clicks then refine that.
 - no session → the base prior is the newest brush region of this label on the task (drafts,
@@ -24,9 +28,11 @@ no box and a box request no keypoints; the session carries the others over):
 - tool controls (backend.tools: superpixel, lasso, refine) edit the current mask; every edited
   pixel (strokes and adopted edits included) is locked against later clicks.
 
-Network runs happen in exactly two places: `_step` (one per click) and `finalise` (scoring a
-mask no click has judged yet, e.g. a stroke, an adopted edit, or a pre-label answered without
-clicks). A prior that clicks refine right away is never scored: its score would be thrown away.
+Network runs happen in exactly three places: `_step` (one per click), `next_object` (the one
+run that asks whether a click away from the mask is on another object; its answer is kept when
+it is) and `finalise` (scoring a mask no click has judged yet, e.g. a stroke, an adopted edit,
+or a pre-label answered without clicks). A prior that clicks refine right away is never
+scored: its score would be thrown away.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ import numpy as np
 from backend.errors import ApiError
 from backend.packing import pack_mask, unpack_mask
 from backend.prompts import PixelPrompt
-from backend.sessions import Box, SessionRecord
+from backend.sessions import Box, SessionRecord, new_region_id
 from backend.tools import Locks, mask_digest, remember, run_tools
 from cdnet.clicks import Click
 from cdnet.inference.image import PreparedImage, as_mask
@@ -62,6 +68,15 @@ class Kind(StrEnum):
     LASSO = "lasso"
     LASSO_POINT = "lasso_point"
     REFINE = "refine"
+    NEXT = "next"  # a new object of the same label: the previous session ended
+
+
+# `next_object`: a click's own answer covering less than this share of the current mask is on
+# another object (the network sees the two apart); more, and the click adds to this object
+NEXT_OBJECT_OVERLAP = 0.5
+# ...and clicks this close to the current mask (a share of the image's longer side) always add
+# to it: an edge fix, never a new object, and no network run is spent asking
+NEXT_OBJECT_MARGIN = 0.02
 
 
 @dataclass
@@ -73,6 +88,7 @@ class Outcome:
     kind: Kind
     clicks_run: int
     path: np.ndarray | None = None  # an open edge lasso's snapped path, (N, 2) (y, x) pixels
+    region: str | None = None  # the id of the Label Studio region the answer fills
 
 
 @dataclass
@@ -133,6 +149,7 @@ def run_interaction(predictor: SegmentationModel, image: PreparedImage, url: str
     control, decoded (the prior of a new session; an edit to adopt in a running one);
     `tool_cache`: per-image storage for the tools (superpixels)."""
     work = load_session(predictor, image, url, prompt, record, newest_region)
+    next_object(work)
     adopt_edit(work, newest_region)
     apply_strokes(work)
     apply_tools(work, tool_cache, superpixel_size)
@@ -148,11 +165,13 @@ def load_session(predictor: SegmentationModel, image: PreparedImage, url: str, p
     if record is not None and (record.image != url or tuple(record.shape) != shape):
         record = None  # the task's image changed: the old session means nothing here
     if record is None:
-        record = SessionRecord(url, shape, state=b"", box=prompt.box)
+        record = SessionRecord(url, shape, state=b"", box=prompt.box, region=new_region_id())
         work = Work(predictor, image, prompt, record, SessionState((), np.zeros(shape, bool)),
                     newest_region, Locks.load(b"", b"", shape), Kind.NEW)
         work.restart(newest_region)
         return work
+    if not record.region:  # stored before sessions had regions
+        record.region = new_region_id()
     state = predictor.session(image, state=SessionState.from_bytes(record.state)).state
     base = unpack_mask(record.base) if record.base else None
     work = Work(predictor, image, prompt, record, state, base,
@@ -160,10 +179,85 @@ def load_session(predictor: SegmentationModel, image: PreparedImage, url: str, p
     box = prompt.box
     if box is not None and (record.box is None or not np.allclose(box, record.box, atol=0.5)):
         record.box, record.clicks, record.implicit = box, [], []
+        # a new box is a new object (drawing one is how an annotator picks out the next of
+        # several): a region of its own, and no Auto-Accept evidence of the old object's
+        record.region, record.accumulated = new_region_id(), False
         work.restart(base)
         work.locks.limit(box_mask(box, shape))
         work.kind = Kind.BOX
     return work
+
+
+def next_object(work: Work) -> None:
+    """Decide whether this request starts the next object of the same label (see the module's
+    rules); if so, start a new session with a region of its own.
+
+    Why: an image often holds several objects of one label (every cat, every cell), and Label
+    Studio sends nothing that says "next object": with Auto-Accept on every click arrives alone
+    (the accepted regions are deleted) and a click over an existing region selects it instead of
+    sending a request, so a lone positive click is either an addition to the current object or
+    the first click on another one; with Auto-Accept off, ✓ and ✗ both remove the keypoints,
+    so a context without the session's clicks, once they had come back, ends it. The network
+    tells an addition from another object: asked about the click alone, it answers the object
+    under the click; when that answer leaves most of the current mask out, they are two
+    objects. Only a positive click away from the mask can start one (a click close to the mask
+    is an edge fix; a negative click removes), so the extra network run is spent only there,
+    and when the answer is another object it is the answer (no run is wasted)."""
+    prompt, record = work.prompt, work.record
+    if (not prompt.clicks or prompt.strokes or prompt.tool_points or prompt.refines
+            or work.kind not in (Kind.NEW, Kind.REPEAT)):
+        return  # a box restarted the session already; tools and strokes edit this object
+    have = {click_key(c) for c in record.clicks}
+    if any(click_key(c) in have for c in prompt.clicks):
+        return  # the session's clicks came back: this object, still being refined
+    first, current = prompt.clicks[0], work.state.mask
+    if not first.positive or not current.any():
+        return
+    if work.kind is Kind.REPEAT and any(work.record.locks):
+        return  # painted, erased or edited by hand: the annotator's object, clicks refine it
+    if work.kind is Kind.REPEAT and record.accumulated:
+        _new_object(work)  # ✓ or ✗ removed the keypoints (Auto-Accept off): a new session
+        return
+    y, x = int(first.y), int(first.x)
+    if work.box is not None:
+        y0, x0, y1, x1 = work.box
+        if y0 <= first.y <= y1 and x0 <= first.x <= x1:
+            return  # inside the session's box: this object
+        _new_object(work)  # outside it: this session's mask can never reach the click
+        return
+    h, w = current.shape
+    r = max(1, int(np.ceil(NEXT_OBJECT_MARGIN * max(h, w))))
+    if current[max(0, y - r):y + r + 1, max(0, x - r):x + r + 1].any():
+        return  # on or close to the mask: an edge fix of this object
+    kept = (work.state, work.unscored, work.base, work.clicks_run)
+    work.restart(None)
+    work.step(first)  # the network's object under this click alone
+    alone = work.state.mask
+    if alone[y, x] and (alone & current).sum() < NEXT_OBJECT_OVERLAP * current.sum():
+        _new_object(work, first)
+        return
+    # the same object: refine it as before (the asking run is not one of its clicks)
+    work.state, work.unscored, work.base, work.clicks_run = kept
+
+
+def _new_object(work: Work, asked: Click | None = None) -> None:
+    """A new session for another object of the label: no clicks, box, prior or locks of the
+    old one, a region id of its own; what it knows of the task carries over (the masks it
+    answered, so that their regions are never taken for an edit of the new object, and the
+    strokes and tool points already applied). `asked`: the click whose answer, already in
+    `work.state`, begins the new session."""
+    old = work.record
+    work.record = replace(SessionRecord(old.image, old.shape, state=b""), seen=list(old.seen),
+                          applied_strokes=list(old.applied_strokes),
+                          points_done=list(old.points_done), refined=list(old.refined),
+                          region=new_region_id())
+    work.base = None
+    work.locks = Locks.load(b"", b"", tuple(old.shape))
+    if asked is None:
+        work.restart(None)
+    else:
+        work.record.clicks = [asked]
+    work.kind = Kind.NEXT
 
 
 def adopt_edit(work: Work, newest_region: np.ndarray | None) -> None:
@@ -172,12 +266,15 @@ def adopt_edit(work: Work, newest_region: np.ndarray | None) -> None:
     if newest_region is None:
         return
     digest = mask_digest(newest_region)
-    if work.kind is Kind.NEW:  # it is the new session's prior: known, not an edit
+    if work.kind in (Kind.NEW, Kind.NEXT):  # the new session's prior, or another object's
         work.record.seen = remember(work.record.seen, digest)
         return
     if digest in work.record.seen:
         return
     work.record.seen = remember(work.record.seen, digest)
+    current = work.state.mask
+    if current.any() and not (newest_region & current).any():
+        return  # another object's region (several of one label): not an edit of this one
     work.edit(newest_region, lock=True)
     work.unscored = work.state.mask  # the old score was of our answer, not of this edit
     work.kind = Kind.ADOPT
@@ -243,6 +340,8 @@ def run_clicks(work: Work) -> None:
         new = [c for c in wanted if click_key(c) not in have]
         for c in new:  # a click right on a locked pixel of the other polarity frees it
             work.locks.release_at(c.y, c.x, c.positive)
+        if kept and work.kind is not Kind.NEXT:  # (a new object's first click is not "kept")
+            record.accumulated = True  # the editor keeps the keypoints: Auto-Accept is off
         if kept == have or not kept:
             # extension, or auto-accept: the accepted regions are gone, only new clicks came
             for c in new:
@@ -287,4 +386,5 @@ def finalise(work: Work) -> tuple[Outcome, SessionRecord]:
     record.base = pack_mask(work.base) if work.base is not None else b""
     record.locks = work.locks.dump()
     record.seen = remember(record.seen, mask_digest(final))
-    return Outcome(final, float(state.quality), work.kind, work.clicks_run, work.path), record
+    return (Outcome(final, float(state.quality), work.kind, work.clicks_run, work.path,
+                    record.region), record)

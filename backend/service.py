@@ -360,4 +360,5 @@ class Backend:
             outcome.mask, brush=prompt.brush.name, image=prompt.target.name, label=prompt.label,
             score=outcome.quality, polygon=None if polygon is None else polygon.name,
             path=outcome.path, tag=prompt.brush.tag,  # BrushLabels: RLE, BitmaskLabels: PNG
+            region_id=outcome.region,  # the session's one region: updated in place in LS
         )

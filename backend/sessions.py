@@ -41,6 +41,12 @@ LOCK_WAIT_S = 15.0  # how long a request waits for its session's lock before a 5
 Box = tuple[float, float, float, float]  # y0, x0, y1, x1 in pixels
 
 
+def new_region_id() -> str:
+    """A fresh id for the Label Studio region a session's answers fill (10 hex digits, as the
+    result builder's own ids: no '#', which Label Studio reserves for its annotation suffix)."""
+    return uuid.uuid4().hex[:10]
+
+
 @dataclass
 class LassoState:
     """An open edge lasso: its points (y, x), the snapped path so far (pixels), its polarity."""
@@ -78,7 +84,14 @@ class SessionRecord:
       be an edit by the annotator (adopted) or our own answer (ignored);
     - `applied_strokes`, `points_done`, `refined`, `lasso`: the brush strokes, tool points and
       refine bands already applied, so a context that still holds them (auto-accept off) does
-      not apply them twice, and the open lasso.
+      not apply them twice, and the open lasso;
+    - `region`: the id of the region every answer of this session carries, so that Label
+      Studio replaces the region in place (an auto-accepted answer is stored under its id:
+      refining clicks update one region instead of adding a copy per click) and a new object
+      of the same label (a new session) gets a region of its own;
+    - `accumulated`: a request held clicks of this session again (Auto-Accept off: the editor
+      keeps the smart keypoints), so a later context holding none of them means they were
+      removed: the suggestion was accepted (✓) or rejected (✗), and the session is over.
     """
 
     image: str
@@ -94,6 +107,8 @@ class SessionRecord:
     points_done: list[str] = field(default_factory=list)
     refined: list[str] = field(default_factory=list)
     lasso: LassoState = field(default_factory=LassoState)
+    region: str = ""  # given when the session starts (backend.pipeline.load_session)
+    accumulated: bool = False
 
     def to_fields(self) -> dict[str, bytes]:
         meta = {
@@ -107,6 +122,8 @@ class SessionRecord:
             "points_done": self.points_done,
             "refined": self.refined,
             "lasso": self.lasso.to_json(),
+            "region": self.region,
+            "accumulated": self.accumulated,
         }
         fields = {"meta": json.dumps(meta).encode(), "state": self.state, "base": self.base}
         if any(self.locks):  # only sessions a tool or eraser touched carry locks
@@ -132,6 +149,8 @@ class SessionRecord:
             points_done=list(meta.get("points_done") or []),
             refined=list(meta.get("refined") or []),
             lasso=LassoState.from_json(meta.get("lasso")),
+            region=str(meta.get("region") or ""),
+            accumulated=bool(meta.get("accumulated", False)),
         )
 
 

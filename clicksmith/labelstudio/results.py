@@ -223,15 +223,17 @@ def mask_value(mask: np.ndarray, tag: str, label: str) -> dict:
 
 def result_items(mask: np.ndarray, *, brush: str, image: str, label: str, score: float,
                  polygon: str | None = None, path: np.ndarray | None = None,
-                 tag: str = "BrushLabels") -> list[dict]:
+                 tag: str = "BrushLabels", region_id: str | None = None) -> list[dict]:
     """Label Studio result items for `mask` (HxW, the image's original size) of `label`.
 
     Always the mask region (control `brush` on Image `image`, in the format of its `tag`:
     BrushLabels RLE or BitmaskLabels PNG, see `mask_value`); with a PolygonLabels control
     `polygon`: the mask's parts as closed polygons too, led by `path` (an open edge lasso's
-    (N, 2) (y, x) pixels, shown as an open polygon) when it has two points or more. Every item
-    gets a fresh random `id`; the rest is fixed, key order included (what the backend answered
-    before this builder was shared).
+    (N, 2) (y, x) pixels, shown as an open polygon) when it has two points or more. The mask
+    item's `id` is `region_id` when given (an interactive session's one region: Label Studio
+    stores an accepted suggestion under its id, so the same id updates that region in place),
+    else fresh and random, as every other item's; the rest is fixed, key order included (what
+    the backend answered before this builder was shared).
     """
     h, w = mask.shape
     common = {
@@ -244,7 +246,7 @@ def result_items(mask: np.ndarray, *, brush: str, image: str, label: str, score:
     }
     value = mask_value(mask, tag, label)  # ValueError for a tag that receives no mask
     items = [{
-        "id": _new_id(),
+        "id": region_id or _new_id(),
         "from_name": brush,
         "type": MASK_TYPES[tag],
         "value": value,

@@ -91,10 +91,11 @@ def test_newest_bitmask_region_of_the_task_seeds_the_prior(make_app, disk, predi
                                 "result": [region(old)]}]
     the_task["drafts"] = [{"id": 2, "updated_at": "2026-11-25T11:00:00Z",
                            "result": [region(new), region(other, "Background")]}]
-    body = predict_body(path, [keypoint(80, 80, W, H)], the_task=the_task, project="41.1",
+    # a click on that region (one on another object would start afresh: test_instances.py)
+    body = predict_body(path, [keypoint(33, 58, W, H)], the_task=the_task, project="41.1",
                         config=BITMASK_CONFIG)
     (item,) = _items(client, body)
-    want = predictor.session(img, prior_mask=new).add_click(px(80, 80)).mask
+    want = predictor.session(img, prior_mask=new).add_click(px(33, 58)).mask
     assert np.array_equal(_png_alpha(item["value"]["imageDataURL"]) > 0, want)
     store = app.extensions["clicksmith"].sessions
     rec = store.get(session_key("41.1", 41, "image", "mask", "Object"))

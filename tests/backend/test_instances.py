@@ -1,0 +1,214 @@
+"""Several objects of one label in one image (issue 31): how the next object starts.
+
+With Auto-Accept on, Label Studio sends every click alone; with it off, clicks accumulate until
+✓ or ✗ removes them. A positive click on another object must start a new session, with an
+empty prior and a region id of its own, while clicks on the same object keep refining one
+session and one region (backend.pipeline.next_object). Each answer is compared with the same
+clicks run in-process.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from clicksmith.labelstudio.results import rle_to_mask
+from tests.backend.ls import keypoint, predict_body, rectangle, task
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"  # make_fixtures.py's drawn scenes
+
+
+def _deepest(m: np.ndarray) -> tuple[int, int]:
+    from scipy import ndimage
+
+    dist = ndimage.distance_transform_edt(np.pad(m, 1))[1:-1, 1:-1]
+    y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
+    return int(y), int(x)
+
+
+def _read(path: Path) -> np.ndarray:
+    return cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+# the `pair` scene: two oranges of one colour, 4 px apart; one mask each
+A = _read(FIXTURES / "masks" / "pair-1.png")[:, :, 0] > 127
+B = _read(FIXTURES / "masks" / "pair-2.png")[:, :, 0] > 127
+H, W = A.shape
+A_CENTRE, B_CENTRE = _deepest(A), _deepest(B)
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
+    """The scene copied where the backend may read it: (path, image, object a, object b)."""
+    path = tmp_path_factory.mktemp("pair") / "pair.png"
+    shutil.copyfile(FIXTURES / "images" / "pair.png", path)
+    return str(path), _read(path), A, B
+
+
+def click(y: float, x: float, positive: bool = True) -> dict:
+    """A keypoint at pixel (y, x) of the pair image, as Label Studio sends it (percent)."""
+    return keypoint(100.0 * x / W, 100.0 * y / H, W, H, positive=positive)
+
+
+def px(item: dict):
+    from cdnet import Click
+
+    v = item["value"]
+    return Click(v["y"] * H / 100, v["x"] * W / 100, item.get("is_positive", True))
+
+
+def ask(client, path: str, context: list[dict], project: str, the_task: dict | None = None
+        ) -> tuple[np.ndarray, str]:
+    """One /predict: (the answer's mask, the id of its brush region)."""
+    r = client.post("/predict", json=predict_body(path, context, project=project,
+                                                  the_task=the_task))
+    assert r.status_code == 200, r.json
+    (item,) = [i for i in r.json["results"][0]["result"] if i["type"] == "brushlabels"]
+    return rle_to_mask(item["value"]["rle"], H, W), item["id"]
+
+
+def overlap(mask: np.ndarray, obj: np.ndarray) -> float:
+    """Share of `obj` inside `mask`."""
+    return float((mask & obj).sum() / obj.sum())
+
+
+def test_auto_accept_a_click_on_another_object_is_a_new_region(client, pair, predictor):
+    """Auto-Accept on: every click arrives alone. The second object's click used to extend the
+    first object's session (a mask of both, a second region duplicating the first)."""
+    path, img, a, b = pair
+    first, second = click(*A_CENTRE), click(*B_CENTRE)
+    m1, r1 = ask(client, path, [first], "31.1")
+    assert overlap(m1, a) > 0.9 and overlap(m1, b) < 0.25
+    m2, r2 = ask(client, path, [second], "31.1")
+    assert r2 != r1, "the second object needs a region of its own"
+    assert overlap(m2, a) < 0.25 and overlap(m2, b) > 0.9
+    assert np.array_equal(m2, predictor.predict(img, [px(second)]).mask)  # fresh, no prior
+    # and that new session goes on: a further click near it refines it, in the same region
+    third = click(B_CENTRE[0] + 12, B_CENTRE[1] + 12)
+    m3, r3 = ask(client, path, [third], "31.1")
+    assert r3 == r2
+    s = predictor.session(img)
+    s.add_click(px(second))
+    assert np.array_equal(m3, s.add_click(px(third)).mask)
+
+
+def test_auto_accept_clicks_on_the_same_object_refine_one_region(client, pair, predictor):
+    """A further lone click on the object (on or next to its mask) refines the same session,
+    and the answer keeps the region id, so Label Studio updates that region in place instead
+    of adding a copy per click."""
+    path, img, a, _ = pair
+    clicks = [click(*A_CENTRE), click(A_CENTRE[0] - 10, A_CENTRE[1] + 8),
+              click(A_CENTRE[0] + 14, A_CENTRE[1] - 6)]
+    got = [ask(client, path, [c], "31.2") for c in clicks]
+    assert len({rid for _, rid in got}) == 1
+    s = predictor.session(img)
+    for (mask, _), c in zip(got, clicks, strict=True):
+        assert np.array_equal(mask, s.add_click(px(c)).mask)
+
+
+def test_auto_accept_off_accumulated_clicks_keep_one_region(client, pair, predictor):
+    path, img, _, _ = pair
+    clicks = [click(*A_CENTRE), click(A_CENTRE[0] - 10, A_CENTRE[1] + 8),
+              click(A_CENTRE[0], A_CENTRE[1] - 70, positive=False)]
+    got = [ask(client, path, clicks[:n], "31.3") for n in range(1, 4)]
+    assert len({rid for _, rid in got}) == 1
+    s = predictor.session(img)
+    for (mask, _), c in zip(got, clicks, strict=True):
+        assert np.array_equal(mask, s.add_click(px(c)).mask)
+
+
+@pytest.mark.parametrize("where", ["other object", "same object"])
+def test_auto_accept_off_after_accept_or_reject_the_next_click_starts_afresh(
+        client, pair, predictor, where):
+    """Auto-Accept off: ✓ and ✗ remove the keypoints, so a context without the session's
+    clicks (which had come back before) starts a new session, wherever the click is: after ✗
+    a click on the same object starts over instead of refining the rejected mask."""
+    path, img, a, b = pair
+    project = f"31.4.{where.split()[0]}"
+    a1, a2 = click(*A_CENTRE), click(A_CENTRE[0] - 10, A_CENTRE[1] + 8)
+    _, r1 = ask(client, path, [a1], project)
+    _, r2 = ask(client, path, [a1, a2], project)
+    assert r1 == r2
+    nxt = click(*B_CENTRE) if where == "other object" else click(A_CENTRE[0] + 5, A_CENTRE[1])
+    m3, r3 = ask(client, path, [nxt], project)
+    assert r3 != r1
+    assert np.array_equal(m3, predictor.predict(img, [px(nxt)]).mask)
+    if where == "other object":
+        assert overlap(m3, a) < 0.25 and overlap(m3, b) > 0.9
+
+
+def test_a_click_outside_the_sessions_box_starts_a_new_object(client, pair, predictor):
+    """A box confines its session; a click outside it cannot be meant for that object."""
+    path, img, a, b = pair
+    y, x = A_CENTRE
+    box = rectangle(100 * (x - 58) / W, 100 * (y - 58) / H, 100 * 114 / W, 100 * 114 / H, W, H)
+    m1, r1 = ask(client, path, [box], "31.5")
+    assert overlap(m1, a) > 0.9
+    second = click(*B_CENTRE)
+    m2, r2 = ask(client, path, [second], "31.5")
+    assert r2 != r1
+    assert np.array_equal(m2, predictor.predict(img, [px(second)]).mask)
+    assert overlap(m2, b) > 0.9
+
+
+def test_a_click_on_another_object_does_not_refine_the_tasks_region(client, pair, predictor):
+    """The task already holds a region of the label (an accepted first object, a pre-label):
+    a click on it refines it, a click on another object starts from nothing."""
+    path, img, a, b = pair
+    from tests.backend.ls import brush
+
+    def with_region(task_id: int) -> dict:
+        return task(path, task_id, drafts=[{"id": 5, "updated_at": "2026-12-05T01:00:00Z",
+                                            "result": [brush(a)]}])
+
+    on_b = click(*B_CENTRE)
+    m, _ = ask(client, path, [on_b], "31.6", with_region(61))
+    assert np.array_equal(m, predictor.predict(img, [px(on_b)]).mask)
+    assert overlap(m, a) < 0.25 and overlap(m, b) > 0.9
+    on_a = click(A_CENTRE[0] + 5, A_CENTRE[1] + 5)
+    m, _ = ask(client, path, [on_a], "31.6", with_region(62))
+    assert np.array_equal(m, predictor.predict(img, [px(on_a)], prior_mask=a).mask)
+
+
+def test_the_asking_run_is_spent_only_away_from_the_mask(make_app, pair, predictor):
+    """A click on or beside the current mask is an edge fix: one network run, as before. Only
+    a positive click away from it asks the network about the click alone."""
+    import dataclasses
+
+    from tests.backend.test_pipeline import CountingRunner
+
+    runner = CountingRunner(predictor.runner)
+    counting = dataclasses.replace(predictor, runner=runner)
+    from backend.app import create_app
+    from clicksmith.settings import load_settings
+
+    path, _, _, _ = pair
+    app = create_app(load_settings(env={}, local_image_roots=str(Path(path).parent)),
+                     predictor_loader=lambda s: counting)
+    assert app.extensions["clicksmith"].model.wait(30)
+    client = app.test_client()
+
+    def runs(context: list[dict]) -> int:
+        before = runner.runs
+        ask(client, path, context, "31.7")
+        return runner.runs - before
+
+    assert runs([click(*A_CENTRE)]) == 1
+    assert runs([click(A_CENTRE[0] - 8, A_CENTRE[1] + 8)]) == 1  # on the mask
+    assert runs([click(*B_CENTRE)]) == 1  # another object: the asking run is the answer
+
+
+def test_a_box_for_the_next_object_is_a_region_of_its_own(client, pair):
+    """Drawing a box around the next object (the way for objects the model merges) must not
+    reuse the last object's region: Label Studio would replace that region with this one."""
+    path, _, a, b = pair
+    _, r1 = ask(client, path, [click(*A_CENTRE)], "31.8")
+    y, x = B_CENTRE
+    box = rectangle(100 * (x - 56) / W, 100 * (y - 58) / H, 100 * 112 / W, 100 * 114 / H, W, H)
+    m2, r2 = ask(client, path, [box], "31.8")
+    assert r2 != r1
+    assert overlap(m2, b) > 0.9 and overlap(m2, a) < 0.25

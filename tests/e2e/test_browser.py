@@ -91,7 +91,9 @@ def test_smart_keypoint_then_alt_click_in_chromium(ls, ls_server, backend, brows
                              folder=images)
     # Label Studio 1.23 asks the backend for a pre-label when a task without predictions opens
     # (show_collab_predictions, on by default; tests/e2e/test_retrieve.py covers it). This test
-    # drives the click path from an empty annotation, so the project does not show predictions.
+    # drives the click path from an empty annotation, so the project does not show predictions
+    # (the editor copies the pre-label into the annotation as a region, and a click on a region
+    # selects it instead of placing a keypoint: tests/e2e/test_prelabel_click.py).
     ls.projects.update(project.id, show_collab_predictions=False)
     task_id, gt = project.tasks["sheep"], project.masks["sheep"]
     h, w = gt.shape

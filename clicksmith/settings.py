@@ -61,6 +61,15 @@ class Settings:
     retrain_eval_data: str
     retrain_iterations: int
     retrain_timeout_seconds: int
+    retrain_lr: float
+    retrain_crop: int
+    retrain_layers: str
+    retrain_replay: float
+    retrain_min_holdout: int
+    retrain_general_data: str
+    retrain_general_objects: int
+    retrain_general_tolerance: float
+    retrain_lock_stale_seconds: float
     telemetry: bool
     telemetry_pending_ttl_seconds: int
     telemetry_max_objects: int

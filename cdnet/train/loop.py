@@ -11,6 +11,7 @@ import json
 import multiprocessing
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -224,8 +225,14 @@ def schedule_progress(it: int, cfg: TrainConfig, elapsed_s: float) -> float:
     return min(p, 1.0)
 
 
-def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
-    """Train; returns the path of the best weights file (`<run>/model.pt`)."""
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
+          on_iteration: Callable[[int, int, float], None] | None = None,
+          trainable: Callable[[str], bool] | None = None) -> Path:
+    """Train; returns the path of the best weights file (`<run>/model.pt`).
+
+    `on_iteration(done, total, elapsed_s)` is called after every iteration (progress for a
+    caller without a terminal, e.g. a retrain job); `trainable(name)` picks the parameters
+    that learn (default: all), the others stay frozen."""
     torch.set_num_threads(cfg.threads)
     run = Path(cfg.run_dir)
     run.mkdir(parents=True, exist_ok=True)
@@ -243,8 +250,13 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     model = model.train().to(cfg.device, memory_format=torch.channels_last)
     if cfg.device.startswith("cuda"):
         torch.backends.cudnn.benchmark = True
-    trunk = [p for n, p in model.named_parameters() if n.startswith(("stem.", "stage"))]
-    rest = [p for n, p in model.named_parameters() if not n.startswith(("stem.", "stage"))]
+    named = list(model.named_parameters())
+    if trainable is not None:
+        for n, p in named:
+            p.requires_grad_(bool(trainable(n)))
+        named = [(n, p) for n, p in named if p.requires_grad]
+    trunk = [p for n, p in named if n.startswith(("stem.", "stage"))]
+    rest = [p for n, p in named if not n.startswith(("stem.", "stage"))]
     opt = torch.optim.AdamW([{"params": trunk, "lr": cfg.lr * cfg.backbone_lr_factor},
                              {"params": rest, "lr": cfg.lr}], weight_decay=cfg.weight_decay)
     teacher = load_model(Path(cfg.teacher))[0].eval().to(cfg.device) if cfg.teacher else None
@@ -309,6 +321,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
             if cfg.keep_snapshots:
                 save_model(model, run / "snapshots" / f"it_{done}.pt", meta={"iteration": done})
             last_save = time.monotonic()
+        if on_iteration is not None:
+            on_iteration(done, cfg.iterations, time.monotonic() - began)
         if finished:
             break
     batches.close()  # stops sampling workers and the clicker pool now, not whenever GC runs
@@ -319,18 +333,44 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     return run / "model.pt"
 
 
+FINETUNE_LAYERS = ("all", "head", "decoder")
+
+
+def layer_filter(layers: str) -> Callable[[str], bool] | None:
+    """Which parameters a fine-tune trains: "all"; "decoder" (the MobileNetV2 trunk frozen:
+    `stem.`/`stage*`, the click/prior stem still learns); "head" (the trunk, both stems and
+    the Feature Diffusion Module frozen: only the decoder, heads, PDM and refinement learn)."""
+    if layers == "all":
+        return None
+    if layers == "decoder":
+        return lambda n: not n.startswith(("stem.", "stage"))
+    if layers == "head":
+        return lambda n: not n.startswith(("stem", "stage", "fdm"))
+    raise ValueError(f"layers must be one of {FINETUNE_LAYERS}, got {layers!r}")
+
+
 def finetune(base_weights: str | Path, dataset_dirs: list[str | Path], out_path: str | Path,
-             iterations: int = 500, run_dir: str | Path | None = None) -> Path:
-    """Fine-tune existing weights on extra folders (corrections + base data); for retraining."""
+             iterations: int = 500, run_dir: str | Path | None = None, *, lr: float = 1e-4,
+             crop: int = 288, batch_size: int = 8, layers: str = "all",
+             source_weights: dict[str, float] | None = None, threads: int = 2, seed: int = 0,
+             on_iteration: Callable[[int, int, float], None] | None = None) -> Path:
+    """Fine-tune existing weights on extra folders (corrections + base data); for retraining.
+
+    No validation inside (val_fraction 0): the retrain job evaluates the result itself, on
+    objects this run never trained on. `source_weights` weighs each folder's images (by folder
+    name), e.g. to keep a project's corrections at a fixed share beside replayed base data."""
     out_path = Path(out_path)
     run = Path(run_dir) if run_dir else out_path.parent / (out_path.stem + "_run")
     cfg = TrainConfig(run_dir=str(run), datasets=[str(d) for d in dataset_dirs],
-                      iterations=iterations, lr=1e-4, init_weights=str(base_weights),
-                      val_every=max(iterations, 1), checkpoint_minutes=5.0)
-    best = train(cfg, progress=False)
+                      iterations=iterations, lr=lr, crop=crop, batch_size=batch_size,
+                      init_weights=str(base_weights), val_fraction=0.0,
+                      val_every=max(iterations, 1), checkpoint_minutes=60.0, threads=threads,
+                      seed=seed, source_weights=dict(source_weights or {}))
+    best = train(cfg, progress=False, on_iteration=on_iteration, trainable=layer_filter(layers))
     model, _ = load_model(best)
     save_model(model, out_path, meta={"finetuned_from": str(base_weights),
-                                      "iterations": iterations})
+                                      "iterations": iterations, "lr": lr, "crop": crop,
+                                      "layers": layers})
     return out_path
 
 

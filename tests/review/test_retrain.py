@@ -1,4 +1,5 @@
-"""Retraining through a real RQ worker: promoted when not worse, rejected or failed otherwise.
+"""Retraining through a real RQ worker: promoted when better, rejected or failed otherwise; the
+lock, the clean-up after an interrupted run, the progress and "not enough evidence".
 
 Fine-tuning and NoC evaluation are injected (module-level functions, so the worker can import
 them): the registry, the split, the promotion rule and the hot reload run for real."""
@@ -6,7 +7,15 @@ them): the registry, the split, the promotion rule and the hot reload run for re
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
 import uuid
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -16,6 +25,7 @@ from clicksmith import registry
 from clicksmith.models import process_model
 from clicksmith.settings import load_settings
 from review.retrain import RetrainError, retrain_job
+from tests.review.conftest import REPO, wait_until
 from tests.review.lsfake import blob_image
 
 # NoC@90 the injected evaluator reports, by role; the test module sets them per scenario
@@ -24,6 +34,17 @@ from tests.review.lsfake import blob_image
 
 def _scores_file():
     return registry.registry_root(load_settings()) / "fake_scores.json"
+
+
+@pytest.fixture
+def gate_env(env, monkeypatch):
+    """Settings for these tests: a minimum of 2 held-out objects (12 corrections hold out 2-3),
+    no replay and no general check (each test that wants one names its folder)."""
+    values = {"RETRAIN_MIN_HOLDOUT": "2", "RETRAIN_BASE_DATA": "", "RETRAIN_GENERAL_DATA": ""}
+    for k, v in values.items():
+        monkeypatch.setenv(k, v)
+    env.update(values)
+    return env
 
 
 def fake_finetune(base, dataset_dirs, out_path, iterations):
@@ -41,8 +62,9 @@ def fake_evaluate(weights, dataset):
     scores = json.loads(_scores_file().read_text())
     serving = registry.current_weights_path(load_settings())
     role = "serving" if weights == serving else "candidate"
-    assert (dataset / "masks").is_dir() and any((dataset / "masks").iterdir())
-    return {"dataset": dataset.name, "noc90": scores[role], "objects": 1}
+    masks = list((dataset / "masks").glob("*.png"))
+    assert masks
+    return {"dataset": dataset.name, "noc90": scores[role], "objects": len(masks)}
 
 
 def broken_finetune(base, dataset_dirs, out_path, iterations):
@@ -86,7 +108,7 @@ def _run_in_worker(env, workers, **kwargs):
     return job
 
 
-def test_retrain_promoted_then_rejected_then_failed(env, workers, tmp_path):
+def test_retrain_promoted_then_rejected_then_failed(gate_env, workers, tmp_path):
     settings = load_settings()
     v0 = _seed_registry(settings, tmp_path)
     _corrections(settings)
@@ -95,7 +117,7 @@ def test_retrain_promoted_then_rejected_then_failed(env, workers, tmp_path):
 
     # promoted: candidate better on the held-out corrections
     _scores_file().write_text(json.dumps({"candidate": 2.0, "serving": 3.0}))
-    job = _run_in_worker(env, workers, finetune=fake_finetune, evaluate=fake_evaluate)
+    job = _run_in_worker(gate_env, workers, finetune=fake_finetune, evaluate=fake_evaluate)
     assert job.get_status(refresh=True) == "finished", job.exc_info
     record = job.return_value()
     assert record["status"] == "promoted"
@@ -112,14 +134,14 @@ def test_retrain_promoted_then_rejected_then_failed(env, workers, tmp_path):
     # rejected: candidate worse -> registry and pointer untouched
     _scores_file().write_text(json.dumps({"candidate": 3.5, "serving": 3.0}))
     versions_before = {v["version"] for v in registry.list_versions(settings)}
-    job = _run_in_worker(env, workers, finetune=fake_finetune, evaluate=fake_evaluate)
+    job = _run_in_worker(gate_env, workers, finetune=fake_finetune, evaluate=fake_evaluate)
     record = job.return_value()
     assert record["status"] == "rejected" and record["worse_on"] == ["holdout"]
     assert registry.current_version(settings) == v1
     assert {v["version"] for v in registry.list_versions(settings)} == versions_before
 
     # failed: the job fails, the run is recorded, the pointer stays
-    job = _run_in_worker(env, workers, finetune=broken_finetune, evaluate=fake_evaluate)
+    job = _run_in_worker(gate_env, workers, finetune=broken_finetune, evaluate=fake_evaluate)
     assert job.get_status(refresh=True) == "failed"
     assert registry.current_version(settings) == v1
     runs = sorted((registry.registry_root(settings) / "runs").glob("*.json"))
@@ -128,11 +150,11 @@ def test_retrain_promoted_then_rejected_then_failed(env, workers, tmp_path):
     assert not list(registry.registry_root(settings).glob(".work-*"))  # temp dirs cleaned
 
 
-def test_retrain_needs_corrections(env, tmp_path):
+def test_retrain_without_corrections_is_not_enough_evidence(gate_env, tmp_path):
     settings = load_settings()
     _seed_registry(settings, tmp_path)
-    with pytest.raises(RetrainError, match="not enough corrections"):
-        retrain_job(4, 3, finetune=fake_finetune, evaluate=fake_evaluate)
+    record = retrain_job(4, 3, finetune=broken_finetune, evaluate=fake_evaluate)
+    assert record["status"] == "not_enough_evidence"
     assert registry.current_version(settings) == "cdnet-mnv2-v0"
 
 
@@ -146,7 +168,7 @@ def test_registry_rejects_bad_names_and_missing_weights(env):
 
 
 @pytest.mark.slow
-def test_retrain_with_the_real_training_and_evaluation_code(env, tmp_path):
+def test_retrain_with_the_real_training_and_evaluation_code(gate_env, tmp_path):
     """One fine-tuning iteration and real NoC evaluation: the adapters fit cdnet's API."""
     settings = load_settings()
     v0 = _seed_registry(settings, tmp_path)
@@ -170,3 +192,231 @@ def test_holdout_split_is_stable_and_two_sided():
     big = [("4", t) for t in range(1, 501)]
     assert 0.1 < len(holdout_tasks(big)) / 500 < 0.3
     assert holdout_tasks([("4", 1)]) in (set(), {("4", 1)})
+
+
+# --- the gate's evidence, the general check, the lock, interruptions, progress ---------------
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+FIXTURE_SCENES = ("animal", "bowl", "crescent", "figure", "sheep")  # tracked in the clone
+
+
+def fixture_folder(dst: Path, scenes=FIXTURE_SCENES) -> Path:
+    """A dataset folder (images/, masks/) made of the repository's drawn fixture scenes."""
+    (dst / "images").mkdir(parents=True)
+    (dst / "masks").mkdir()
+    for name in scenes:
+        shutil.copy(FIXTURES / "images" / f"{name}.png", dst / "images" / f"{name}.png")
+        shutil.copy(FIXTURES / "masks" / f"{name}.png", dst / "masks" / f"{name}.png")
+    return dst
+
+
+def per_set_evaluate(weights, dataset):
+    """Scores by set name and role from the scores file: {"holdout": {...}, "general": {...}}."""
+    scores = json.loads(_scores_file().read_text())
+    serving = registry.current_weights_path(load_settings())
+    role = "serving" if weights == serving else "candidate"
+    n = len(list((dataset / "masks").glob("*.png")))
+    return {"dataset": dataset.name, "noc90": scores[dataset.name][role], "objects": n}
+
+
+def test_not_enough_evidence_below_the_default_minimum(env, monkeypatch, tmp_path):
+    """12 corrections hold out 2-3 objects, under RETRAIN_MIN_HOLDOUT's default (20): the run
+    says so, fine-tunes nothing and leaves the registry as it was."""
+    monkeypatch.setenv("RETRAIN_GENERAL_DATA", "")
+    settings = load_settings()
+    assert settings.retrain_min_holdout == 20
+    _seed_registry(settings, tmp_path)
+    _corrections(settings)
+    _scores_file().write_text(json.dumps({"candidate": 1.0, "serving": 3.0}))
+    record = retrain_job(4, 3, finetune=broken_finetune, evaluate=fake_evaluate)
+    assert record["status"] == "not_enough_evidence"
+    assert "need 20" in record["message"] and "100 corrections" in record["message"]
+    assert registry.current_version(settings) == "cdnet-mnv2-v0"
+    assert len(registry.list_versions(settings)) == 1
+    root = registry.registry_root(settings)
+    stored = json.loads((root / "runs" / f"{record['run']}.json").read_text())
+    assert stored["status"] == "not_enough_evidence" and "progress" not in stored
+    assert not list(root.glob(".work-*")) and not (root / ".retrain.lock").exists()
+
+
+def test_the_gate_refuses_a_candidate_that_forgets(gate_env, monkeypatch, tmp_path):
+    from review import retrain
+
+    settings = load_settings()
+    v0 = _seed_registry(settings, tmp_path)
+    _corrections(settings)
+    general = fixture_folder(tmp_path / "general")
+    monkeypatch.setenv("RETRAIN_GENERAL_DATA", str(general))
+    # better on the project's held-out corrections, 0.5 clicks worse on the general set
+    _scores_file().write_text(json.dumps({"holdout": {"candidate": 2.0, "serving": 3.0},
+                                          "general": {"candidate": 3.5, "serving": 3.0}}))
+    record = retrain_job(4, 3, finetune=fake_finetune, evaluate=per_set_evaluate)
+    assert record["status"] == "rejected" and record["worse_on"] == ["general"]
+    assert record["not_worse"] == {"holdout": True, "general": False}
+    assert registry.current_version(settings) == v0
+    # a tie on the held-out corrections is not a reason to promote
+    _scores_file().write_text(json.dumps({"holdout": {"candidate": 3.0, "serving": 3.0},
+                                          "general": {"candidate": 3.0, "serving": 3.0}}))
+    record = retrain_job(4, 3, finetune=fake_finetune, evaluate=per_set_evaluate)
+    assert record["status"] == "rejected" and record["worse_on"] == ["holdout"]
+    # within the general tolerance (0.2) and better on the project: promoted
+    _scores_file().write_text(json.dumps({"holdout": {"candidate": 2.0, "serving": 3.0},
+                                          "general": {"candidate": 3.1, "serving": 3.0}}))
+    record = retrain_job(4, 3, finetune=fake_finetune, evaluate=per_set_evaluate)
+    assert record["status"] == "promoted"
+    assert registry.current_version(settings) == record["candidate_version"] != v0
+    # a fresh clone (no ../shared): the "auto" general check is skipped, and says so
+    monkeypatch.setenv("RETRAIN_GENERAL_DATA", "auto")
+    monkeypatch.setattr(retrain, "_shared_datasets", lambda: tmp_path / "no-shared")
+    _scores_file().write_text(json.dumps({"holdout": {"candidate": 1.0, "serving": 2.0}}))
+    record = retrain_job(4, 3, finetune=fake_finetune, evaluate=per_set_evaluate)
+    assert record["status"] == "promoted" and set(record["metrics"]) == {"holdout"}
+    assert "general check skipped" in record["general_check"]
+    assert "general check skipped" in retrain.summary_line(record)
+
+
+def sleepy_finetune(base, dataset_dirs, out_path, iterations):
+    """Announces it is fine-tuning (a file beside the registry), then takes its time."""
+    marker = Path(os.environ["MODEL_REGISTRY"]).parent / "finetuning"
+    marker.write_text(str(os.getpid()))
+    time.sleep(120)
+    raise AssertionError("should have been stopped")
+
+
+def interrupted_finetune(base, dataset_dirs, out_path, iterations):
+    (out_path.parent / "partial.bin").write_bytes(b"x" * 100)
+    raise KeyboardInterrupt
+
+
+_CHILD = """
+import sys
+from review.retrain import retrain_job
+from tests.review.test_retrain import sleepy_finetune, fake_evaluate
+if sys.argv[1] == "term":
+    from review.retrain_cli import _stop_on_sigterm
+    _stop_on_sigterm()
+retrain_job(4, 3, finetune=sleepy_finetune, evaluate=fake_evaluate)
+"""
+
+
+def _start_child(mode: str, tmp_path):
+    marker = Path(os.environ["MODEL_REGISTRY"]).parent / "finetuning"
+    marker.unlink(missing_ok=True)
+    proc = subprocess.Popen([sys.executable, "-c", _CHILD, mode], cwd=REPO,
+                            env={**os.environ, "PYTHONPATH": str(REPO)},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wait_until(lambda: marker.exists() or proc.poll() is not None, 120, what="fine-tuning")
+    assert proc.poll() is None, proc.communicate()[0]
+    return proc
+
+
+def test_interrupted_runs_clean_up_and_a_stale_lock_is_taken_over(gate_env, tmp_path):
+    settings = load_settings()
+    v0 = _seed_registry(settings, tmp_path)
+    _corrections(settings)
+    root = registry.registry_root(settings)
+    lock = root / ".retrain.lock"
+
+    # Ctrl-C inside this process: recorded as interrupted, nothing left behind
+    with pytest.raises(KeyboardInterrupt):
+        retrain_job(4, 3, finetune=interrupted_finetune, evaluate=fake_evaluate)
+    records = [json.loads(p.read_text()) for p in (root / "runs").glob("*.json")]
+    assert [r["status"] for r in records] == ["interrupted"]
+    assert not list(root.glob(".work-*")) and not lock.exists()
+
+    # SIGTERM to `clicksmith retrain` (its handler unwinds like Ctrl-C): cleaned up too
+    proc = _start_child("term", tmp_path)
+    assert lock.exists() and list(root.glob(".work-*"))
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    assert not list(root.glob(".work-*")) and not lock.exists()
+    statuses = sorted(json.loads(p.read_text())["status"] for p in (root / "runs").glob("*.json"))
+    assert statuses == ["interrupted", "interrupted"]
+
+    # SIGKILL (a worker or machine dying): the lock file, the work folder and a "running"
+    # record stay; the next run takes the lock over (its holder's pid is gone) and cleans up
+    proc = _start_child("kill", tmp_path)
+    holder = json.loads(lock.read_text())
+    assert holder["pid"] == proc.pid and holder["host"] == socket.gethostname()
+    proc.kill()
+    proc.communicate(timeout=60)
+    left = list(root.glob(".work-*"))
+    assert lock.exists() and left
+    running = [json.loads(p.read_text()) for p in (root / "runs").glob("*.json")]
+    assert "running" in [r["status"] for r in running]
+    _scores_file().write_text(json.dumps({"candidate": 2.0, "serving": 3.0}))
+    record = retrain_job(4, 3, finetune=fake_finetune, evaluate=fake_evaluate)
+    assert record["status"] == "promoted" and registry.current_version(settings) != v0
+    assert record["took_over_lock_from"]["pid"] == proc.pid
+    assert sorted(p.name for p in left) == sorted(record["cleaned_up"]["removed"])
+    assert not list(root.glob(".work-*")) and not lock.exists()
+    statuses = sorted(json.loads(p.read_text())["status"] for p in (root / "runs").glob("*.json"))
+    assert statuses == ["interrupted", "interrupted", "interrupted", "promoted"]
+
+
+def test_a_live_or_fresh_lock_is_respected_and_an_old_one_taken_over(gate_env, tmp_path):
+    import fcntl
+
+    settings = load_settings()
+    v0 = _seed_registry(settings, tmp_path)
+    _corrections(settings)
+    root = registry.registry_root(settings)
+    lock = root / ".retrain.lock"
+    _scores_file().write_text(json.dumps({"candidate": 2.0, "serving": 3.0}))
+
+    # held (flock) by a live run: refused, naming the holder
+    with open(lock, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        held.write(json.dumps({"run": "r-live", "pid": 999999, "host": "elsewhere",
+                               "heartbeat": time.time()}))
+        held.flush()
+        with pytest.raises(RetrainError, match="another retrain is running.*r-live"):
+            retrain_job(4, 3, finetune=fake_finetune, evaluate=fake_evaluate)
+    # another host on a shared file system (flock does not reach it), heartbeat fresh: refused
+    lock.write_text(json.dumps({"run": "r-remote", "pid": 1, "host": "elsewhere",
+                                "heartbeat": time.time()}))
+    with pytest.raises(RetrainError, match="r-remote.*taken over once"):
+        retrain_job(4, 3, finetune=fake_finetune, evaluate=fake_evaluate)
+    assert registry.current_version(settings) == v0
+    # the same holder with a heartbeat older than RETRAIN_LOCK_STALE_SECONDS: taken over
+    stale = time.time() - settings.retrain_lock_stale_seconds - 5
+    lock.write_text(json.dumps({"run": "r-remote", "pid": 1, "host": "elsewhere",
+                                "heartbeat": stale}))
+    record = retrain_job(4, 3, finetune=fake_finetune, evaluate=fake_evaluate)
+    assert record["status"] == "promoted" and record["took_over_lock_from"]["run"] == "r-remote"
+    assert not lock.exists()
+
+
+def test_progress_reaches_the_caller_the_record_and_status(gate_env, tmp_path):
+    from review import status_cli
+
+    settings = load_settings()
+    _seed_registry(settings, tmp_path)
+    _corrections(settings)
+    _scores_file().write_text(json.dumps({"candidate": 2.0, "serving": 3.0}))
+    seen: list[dict] = []
+    shown: list[str] = []
+
+    def finetune(base, dataset_dirs, out_path, iterations, on_iteration=None, **options):
+        for done in range(1, iterations + 1):
+            on_iteration(done, iterations, 2.0 * done)
+        # what `clicksmith status` shows now, from the record on disk (no Redis needed)
+        shown.extend(status_cli.format_line(r) for r in status_cli.retrain_runs()
+                     if r["status"] == "running")
+        return fake_finetune(base, dataset_dirs, out_path, iterations)
+
+    def evaluate(weights, dataset, on_object=None):
+        for entry in range(2):
+            on_object({"name": str(entry)})
+        return fake_evaluate(weights, dataset)
+
+    record = retrain_job(4, 3, finetune=finetune, evaluate=evaluate, progress=seen.append)
+    assert record["status"] == "promoted"
+    steps = [(p["iteration"], p["eta_s"]) for p in seen if p["phase"] == "finetune"]
+    assert steps == [(0, None), (1, 4.0), (2, 2.0), (3, 0.0)]
+    evals = [(p["set"], p["model"], p["object"]) for p in seen if p["phase"] == "evaluate"]
+    assert ("holdout", "candidate", 2) in evals and ("holdout", "serving", 2) in evals
+    assert len(shown) == 1 and "fine-tuning: iteration" in shown[0]
+    done = status_cli.format_line(status_cli.retrain_runs(ident=record["run"])[0])
+    assert "promoted" in done and "holdout" in done

@@ -1,0 +1,109 @@
+"""benchmarks/adaptation.py's loop on a tiny project: two batches, a few real fine-tuning
+iterations on tiny crops, the real webhook job, retrain job, registry and serving model.
+
+The gate's verdicts are injected (a real NoC evaluation after two iterations decides nothing
+that can be asserted): after the first batch the candidate forgets (worse on the general set)
+and must be refused; after the second it helps and must be promoted and then serve."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import cv2
+import pytest
+
+from clicksmith import registry
+from clicksmith.models import process_model, reset_process_service
+from clicksmith.settings import load_settings
+from review.corrections import read_manifest
+from tests.review.conftest import REPO
+from tests.review.test_retrain import FIXTURE_SCENES, FIXTURES, fixture_folder
+
+
+def _benchmark():
+    spec = importlib.util.spec_from_file_location("adaptation", REPO / "benchmarks" /
+                                                  "adaptation.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _tiny_project(dst, copies=3):
+    """12 small images (the fixture scenes at 160x120, mirrored and rolled), one object each."""
+    (dst / "images").mkdir(parents=True)
+    (dst / "masks").mkdir()
+    n = 0
+    for k in range(copies):
+        for name in FIXTURE_SCENES[:4]:
+            img = cv2.imread(str(FIXTURES / "images" / f"{name}.png"))
+            mask = cv2.imread(str(FIXTURES / "masks" / f"{name}.png"), cv2.IMREAD_GRAYSCALE)
+            img, mask = (cv2.resize(a, (160, 120), interpolation=cv2.INTER_NEAREST)
+                         for a in (img, mask))
+            if k % 2:
+                img, mask = img[:, ::-1], mask[:, ::-1]
+            n += 1
+            cv2.imwrite(str(dst / "images" / f"p{n:02d}.png"), img)
+            cv2.imwrite(str(dst / "masks" / f"p{n:02d}.png"), mask)
+    return dst
+
+
+def test_the_benchmark_loop_refuses_forgetting_and_serves_a_better_model(env, monkeypatch,
+                                                                         tmp_path):
+    project = _tiny_project(tmp_path / "project")
+    general = fixture_folder(tmp_path / "general", FIXTURE_SCENES[4:])
+    base = fixture_folder(tmp_path / "train_base", FIXTURE_SCENES[:2])
+    calls: list[tuple[str, str]] = []
+
+    def evaluate(weights, dataset):
+        serving = registry.serving_weights(load_settings())
+        role = "serving" if weights == serving else "candidate"
+        calls.append((dataset.name, role))
+        retrain_no = sum(1 for c in calls if c == ("holdout", "candidate"))
+        scores = {"holdout": {"candidate": 2.0, "serving": 3.0},
+                  "general": {"candidate": 4.0 if retrain_no == 1 else 3.0, "serving": 3.0}}
+        n = len(list((dataset / "masks").glob("*.png")))
+        return {"dataset": dataset.name, "noc90": scores[dataset.name][role], "objects": n}
+
+    out = tmp_path / "results" / "adaptation_test"
+    work = tmp_path / "work"
+    rc = _benchmark().main([
+        "--project", str(project), "--objects", "8", "--batch-objects", "4",
+        "--iterations", "2", "--remaining", "2", "--forgetting", "", "--threads", "2",
+        "--work", str(work), "--out", str(out),
+        "--set", "retrain_min_holdout=1", "--set", "retrain_crop=64",
+        "--set", f"retrain_general_data={general}", "--set", f"retrain_base_data={base}",
+        "--set", "retrain_replay=0.3", "--set", "flip_average=false"], evaluate=evaluate)
+    assert rc == 0
+    res = json.loads(out.with_suffix(".json").read_text())
+    assert out.with_suffix(".md").is_file() and out.with_suffix(".png").stat().st_size > 0
+    first, second = res["batches"]
+    assert first["objects"] == second["objects"] == 4
+    # the store: every annotated object went through the webhook job into the project's folder
+    rows = read_manifest(work / "corrections" / "1")
+    assert len(rows) == 8 and len({r["task"] for r in rows.values()}) == 8
+    # batch 1's candidate forgets: refused, the bundled model keeps serving
+    assert first["retrain"]["status"] == "rejected"
+    assert first["retrain"]["worse_on"] == ["general"]
+    assert first["serving_after"] == "bundled"
+    # batch 2's candidate helps: promoted, and what serves from then on
+    assert second["retrain"]["status"] == "promoted"
+    monkeypatch.setenv("MODEL_REGISTRY", str(work / "models"))
+    settings = load_settings()
+    promoted = second["retrain"]["candidate_version"]
+    assert registry.current_version(settings) == promoted == second["serving_after"]
+    assert [v["version"] for v in registry.list_versions(settings)] == [promoted]
+    runs = sorted(json.loads(p.read_text())["status"]
+                  for p in (work / "models" / "runs").glob("*.json"))
+    assert runs == ["promoted", "rejected"]
+    reset_process_service()
+    assert process_model(settings).model_version == promoted
+    # the fine-tuning was real: the corrections' training part plus the replayed base folder
+    assert second["retrain"]["finetune_seconds"] is not None
+    assert res["summary"]["objects annotated"] == 8
+
+
+@pytest.fixture(autouse=True)
+def _fresh_service():
+    yield
+    reset_process_service()

@@ -232,8 +232,9 @@ def result_items(mask: np.ndarray, *, brush: str, image: str, label: str, score:
     (N, 2) (y, x) pixels, shown as an open polygon) when it has two points or more. The mask
     item's `id` is `region_id` when given (an interactive session's one region: Label Studio
     stores an accepted suggestion under its id, so the same id updates that region in place),
-    else fresh and random, as every other item's; the rest is fixed, key order included (what
-    the backend answered before this builder was shared).
+    and its polygons' ids are derived from it (`<region_id>_<part>`, the lasso path's
+    `<region_id>_path`); without it every id is fresh and random. The rest is fixed, key order
+    included (what the backend answered before this builder was shared).
     """
     h, w = mask.shape
     common = {
@@ -257,7 +258,7 @@ def result_items(mask: np.ndarray, *, brush: str, image: str, label: str, score:
     if path is not None and len(path) > 1:
         # an open edge lasso: show its snapped path (the mask itself is unchanged yet)
         items.append({
-            "id": _new_id(),
+            "id": f"{region_id}_path" if region_id else _new_id(),
             "from_name": polygon,
             "type": "polygonlabels",
             "value": {
@@ -269,9 +270,9 @@ def result_items(mask: np.ndarray, *, brush: str, image: str, label: str, score:
             "meta": {"text": ["lasso path"]},
             **common,
         })
-    for points in mask_to_polygons(mask):
+    for k, points in enumerate(mask_to_polygons(mask)):
         items.append({
-            "id": _new_id(),
+            "id": f"{region_id}_{k}" if region_id else _new_id(),
             "from_name": polygon,
             "type": "polygonlabels",
             "value": {"points": points, "closed": True, "polygonlabels": [label]},

@@ -212,3 +212,28 @@ def test_a_box_for_the_next_object_is_a_region_of_its_own(client, pair):
     m2, r2 = ask(client, path, [box], "31.8")
     assert r2 != r1
     assert overlap(m2, b) > 0.9 and overlap(m2, a) < 0.25
+
+
+def test_polygons_of_a_session_keep_their_ids(client, pair):
+    """With a PolygonLabels control each answer also holds the mask's polygons: their ids
+    follow the session's region too, so auto-accepted refinements do not pile up polygons."""
+    from tests.backend.ls import LABEL_CONFIG
+
+    path, _, _, _ = pair
+    config = LABEL_CONFIG.replace(
+        "</View>",
+        '<PolygonLabels name="poly" toName="image"><Label value="Object"/></PolygonLabels></View>')
+
+    def ids(context: list[dict]) -> tuple[str, list[str]]:
+        body = predict_body(path, context, project="31.9", config=config)
+        r = client.post("/predict", json=body)
+        assert r.status_code == 200, r.json
+        items = r.json["results"][0]["result"]
+        brush_id = next(i["id"] for i in items if i["type"] == "brushlabels")
+        return brush_id, [i["id"] for i in items if i["type"] == "polygonlabels"]
+
+    b1, p1 = ids([click(*A_CENTRE)])
+    b2, p2 = ids([click(A_CENTRE[0] - 10, A_CENTRE[1] + 8)])
+    assert b1 == b2 and p1 and p1[0] == p2[0] == f"{b1}_0"
+    b3, p3 = ids([click(*B_CENTRE)])
+    assert b3 != b1 and p3[0] == f"{b3}_0"

@@ -135,10 +135,19 @@ class Work:
         self.state = replace(self.state, mask=new.copy())
 
     def step(self, click: Click) -> None:
-        """One network run: the predictor's answer to one more click."""
-        self.state, _ = self.predictor.step(self.image, self.state, click)
-        self.unscored = None
+        """One network run: the predictor's answer to one more click.
+
+        A click that leaves a mask exactly as it was (the network changed nothing near it, as
+        when an annotator clicks again on a region already done) does not give that mask the
+        click's quality, which judged the network's own output, not this mask: the mask keeps
+        the score it had, or still owes one (`unscored`, paid once in `finalise`)."""
+        before = self.state
+        self.state, _ = self.predictor.step(self.image, before, click)
         self.clicks_run += 1
+        if before.mask.any() and np.array_equal(self.state.mask, before.mask):
+            self.state = replace(self.state, quality=before.quality)
+            return
+        self.unscored = None
 
 
 def run_interaction(predictor: SegmentationModel, image: PreparedImage, url: str,
@@ -370,9 +379,10 @@ def finalise(work: Work) -> tuple[Outcome, SessionRecord]:
     """Locks and box applied to the mask, the owed score paid, the record brought up to date.
 
     The score follows the one rule for a mask's score (clicksmith.prelabel.mask_score): a mask no
-    click of this request judged (a stroke, an adopted edit, a prior) is scored with
-    score_mask as it is returned, here and only here; a click's answer keeps its quality, a
-    tool's edit the session's."""
+    click of this request judged (a stroke, an adopted edit, a prior, also when this request's
+    clicks left it unchanged) is scored with score_mask as it is returned, here and only here;
+    a click's answer keeps its quality, a tool's edit the session's, and a mask the clicks left
+    as it was the score it had (`Work.step`)."""
     state = work.state
     final = work.locks.apply(state.mask)
     if work.box is not None:

@@ -40,9 +40,14 @@ def mask_score(predictor, image, mask: np.ndarray) -> float:
     is the output of the request's own click keeps that click's quality (locked pixels and the
     box re-applied after it); scoring it again would double each click's cost (35 ms a step,
     40 ms a `score_mask` at 1024x1024 here). A tool's edit (superpixel, lasso, refine brush)
-    keeps the score the session had, for the same reason (a tool answers in ~14 ms). Every
-    other interactive mask (a stroke, an adopted edit of the annotator's, a session's prior
-    answered without a click) is scored with `score_mask` as returned, once, in `finalise`.
+    keeps the score the session had, for the same reason (a tool answers in ~14 ms). A click
+    that leaves the mask exactly as it was (clicking again on a finished region: the network
+    changes nothing near the click) returns that mask with the score it already had, not the
+    click's quality, which judged the network's raw output. Every other interactive mask (a
+    stroke, an adopted edit of the annotator's, a session's prior answered without a click or
+    left unchanged by its clicks: an annotation or a pre-label clicked on again) is scored
+    with `score_mask` as returned, once, in `finalise`; so a pre-label clicked on without
+    change shows the score it was stored with.
     """
     return float(predictor.score_mask(image, mask))
 

@@ -68,10 +68,12 @@ def test_each_click_runs_the_network_once_and_a_repeat_not_at_all(counted):
 
 
 def test_a_prior_refined_by_a_click_is_not_scored_first(counted):
-    """The task's region seeds the session; the click's own run gives the quality."""
+    """The task's region seeds the session; the click's own run gives the quality. (The click
+    lands just outside the region, so its answer changes the mask: a click that changes
+    nothing returns the region with the region's score, tests/backend/test_unchanged_scores.py)"""
     client, runner, path = counted
     region = np.zeros((H, W), bool)
-    region[20:50, 30:70] = True
+    region[20:36, 30:70] = True
     body = predict_body(path, [keypoint(50, 50, W, H)], the_task=_region_task(path, region, 3))
     assert runs_for(client, runner, body)[0] == 1
 
@@ -92,7 +94,7 @@ def test_a_stroke_alone_is_scored_once(counted, predictor, disk):
 def test_a_deleted_click_replays_only_the_remaining_clicks(counted):
     client, runner, path = counted
     region = np.zeros((H, W), bool)
-    region[20:50, 30:70] = True
+    region[20:36, 30:70] = True  # the first click lands just below it: the mask grows
     the_task = _region_task(path, region, 4)
     project = "42.1"
     clicks = [keypoint(50, 50, W, H), keypoint(20, 20, W, H, positive=False),

@@ -309,7 +309,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
             metrics = validate(model, val) if val else {}
             log.write(json.dumps({"iteration": done, **avg, **metrics}) + "\n")
             log.flush()
-            tqdm.write(f"iter {done}: {json.dumps(metrics)}")
+            if progress or metrics:
+                tqdm.write(f"iter {done}: {json.dumps(metrics)}")
             score = metrics.get("noc90", -done)
             if score <= best:
                 best = score

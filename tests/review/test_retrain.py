@@ -420,3 +420,27 @@ def test_progress_reaches_the_caller_the_record_and_status(gate_env, tmp_path):
     assert len(shown) == 1 and "fine-tuning: iteration" in shown[0]
     done = status_cli.format_line(status_cli.retrain_runs(ident=record["run"])[0])
     assert "promoted" in done and "holdout" in done
+
+
+def test_the_cli_prints_a_line_per_phase_and_the_last_iteration():
+    import io
+
+    from review.retrain_cli import ProgressPrinter
+
+    out = io.StringIO()
+    printer = ProgressPrinter(every=3600, stream=out)
+    for done in range(6):
+        printer({"phase": "finetune", "iteration": done, "iterations": 5,
+                 "eta_s": None if not done else 10.0 * (5 - done)})
+    for role in ("candidate", "serving"):
+        for k in range(3):
+            printer({"phase": "evaluate", "set": "holdout", "model": role, "object": k,
+                     "objects": 2, "set_index": 1, "sets": 1})
+    lines = out.getvalue().splitlines()
+    assert lines == [
+        "clicksmith retrain: fine-tuning: iteration 0/5 (0%), ETA ?",
+        "clicksmith retrain: fine-tuning: iteration 5/5 (100%), ETA 0:00:00",
+        "clicksmith retrain: evaluating the candidate model on holdout: object 0/2 "
+        "(set 1 of 1, both models)",
+        "clicksmith retrain: evaluating the serving model on holdout: object 0/2 "
+        "(set 1 of 1, both models)"]

@@ -24,7 +24,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from clicksmith.labelstudio.results import decode_mask
+from clicksmith.labelstudio.results import RleText, decode_mask
 
 MAX_ENTRIES = 32
 MAX_BYTES = 32 << 20
@@ -38,7 +38,9 @@ def region_key(item: object) -> tuple | None:
     value = item["value"]
     kind = str(item.get("type", "")).lower()
     data = value.get("imageDataURL") if kind == "bitmasklabels" else value.get("rle")
-    if isinstance(data, str):
+    if isinstance(data, RleText):  # not parsed yet (backend/lazy_rle.py): keyed by its text
+        raw = b"text:" + data.text
+    elif isinstance(data, str):
         raw = data.encode("utf-8", "surrogatepass")
     elif isinstance(data, list) and all(type(v) is int for v in data):
         try:

@@ -15,6 +15,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from backend.auth import require_basic_auth, require_webhook_secret
 from backend.errors import ApiError
+from backend.lazy_rle import parse_predict
 from backend.prompts import project_id
 from clicksmith.queue import CORRECTIONS_JOB, RETRAIN_JOB, JobQueue, QueueUnavailable
 
@@ -132,9 +133,11 @@ def parse_json(raw: bytes) -> object:
         return None
 
 
-def json_body() -> dict:
+def json_body(predict: bool = False) -> dict:
     """The request's JSON object, or ApiError 400 saying why it is not one. The nesting is
-    checked on the raw body first (MAX_JSON_DEPTH), before the parser can recurse into it."""
+    checked on the raw body first (MAX_JSON_DEPTH), before the parser can recurse into it.
+    `predict`: a /predict body, whose tasks' stored brush RLE an interactive request leaves
+    unparsed until decoded (backend/lazy_rle.py)."""
     limit = backend().settings.max_json_depth
     raw = request.get_data(cache=True)
     if json_too_deep(raw, limit):
@@ -142,7 +145,7 @@ def json_body() -> dict:
                             "(MAX_JSON_DEPTH)")
     if not request.is_json:  # what request.get_json(silent=True) required
         raise ApiError(400, "the request body is not valid JSON")
-    body = parse_json(raw)
+    body = parse_predict(raw, parse_json) if predict else parse_json(raw)
     if body is None:
         raise ApiError(400, "the request body is not valid JSON")
     if not isinstance(body, dict):
@@ -202,7 +205,7 @@ def setup():
 
 @ml.post("/predict")
 def predict():
-    return jsonify(backend().predict(json_body()))
+    return jsonify(backend().predict(json_body(predict=True)))
 
 
 # --- hooks ------------------------------------------------------------------------------------

@@ -49,12 +49,38 @@ def mask_to_rle(mask: np.ndarray) -> list[int]:
     return [int(v) for v in mask2rle(alpha)]
 
 
+class RleText(list):
+    """A brush RLE list not parsed yet: its JSON text (`text`), read when it is decoded.
+
+    The backend leaves the RLE of a /predict task's stored regions unparsed (backend/
+    lazy_rle.py): a task of 100 masks carries ~900 KB of them and a click decodes at most one.
+    As a list it is empty; `rle_to_mask` (and so `decode_brush`, `decode_mask`) parses it
+    first, so every decoder reads it as the list it stands for."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: bytes) -> None:
+        super().__init__()
+        self.text = text
+
+    def values(self) -> object:
+        """The parsed list (ValueError when the text is not JSON)."""
+        import ujson
+
+        try:
+            return ujson.loads(self.text)
+        except (ValueError, OverflowError) as exc:
+            raise ValueError(f"brush RLE is not a JSON list: {exc}") from None
+
+
 def rle_to_mask(rle: object, height: int, width: int) -> np.ndarray:
     """Decode Label Studio brush RLE of a `height` x `width` image to a bool mask.
 
     ValueError when the RLE is malformed or encodes a different number of pixels, so a stroke
     from another image size can never be silently reshaped into nonsense.
     """
+    if isinstance(rle, RleText):
+        rle = rle.values()
     if not isinstance(rle, list) or not rle:
         raise ValueError("brush RLE must be a non-empty list of byte values")
     if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in rle):

@@ -15,8 +15,10 @@ import json
 import numpy as np
 import pytest
 
+from backend.lazy_rle import parse_predict
 from backend.region_cache import RegionMasks, region_key
 from backend.routes import parse_json
+from clicksmith.labelstudio.results import RleText
 from tests.backend.ls import brush, keypoint, predict_body, task
 
 H, W = 72, 96
@@ -183,3 +185,83 @@ def test_parse_json_reads_what_the_standard_parser_reads():
     assert parse_json('{"a": "é"}'.encode("utf-16")) == {"a": "é"}
     for bad in (b"{not json", b"", b"[1,]", b'"\xff"', b"[1] x"):
         assert parse_json(bad) is None, bad
+
+
+# --- the tasks' stored RLE is parsed only when decoded (backend/lazy_rle.py) ---------------
+@pytest.fixture
+def lazy_small(monkeypatch):
+    """Every RLE array is long enough to be set aside (the test images' are short)."""
+    monkeypatch.setattr("backend.lazy_rle.MIN_LAZY_BYTES", 0)
+
+
+def _resolved(node):
+    if isinstance(node, RleText):
+        return node.values()
+    if isinstance(node, dict):
+        return {k: _resolved(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_resolved(v) for v in node]
+    return node
+
+
+def test_a_predict_body_reads_the_same_with_its_task_rle_left_as_text(disk, lazy_small):
+    path, _ = disk
+    stroke = brush(blob(3), positive=True)
+    body = predict_body(path, [keypoint(50, 50, W, H), stroke], the_task=crowded_task(path))
+    body["tasks"][0]["data"]["note"] = 'a text holding , "rle": [1, 2] and {"rle": [3]}'
+    body["tasks"][0]["meta"] = {"rle": [1, -2, 3], "x": {"rle": [[1]], "y": "rle"}}
+    raw = json.dumps(body).encode()
+    got = parse_predict(raw, parse_json)
+    assert _resolved(got) == parse_json(raw) == body
+    regions = got["tasks"][0]["drafts"][0]["result"]
+    assert all(type(r["value"]["rle"]) is RleText for r in regions)  # set aside
+    assert type(got["tasks"][0]["meta"]["rle"]) is list  # a sign: parsed as usual
+    context = got["params"]["context"]["result"]
+    assert type(context[1]["value"]["rle"]) is list  # the context's strokes: lists at once
+    # Retrieve Predictions (no context): everything parsed
+    body["params"]["context"] = None
+    raw = json.dumps(body).encode()
+    got = parse_predict(raw, parse_json)
+    assert got == body and all(type(r["value"]["rle"]) is list
+                               for r in got["tasks"][0]["drafts"][0]["result"])
+    # compact separators, as other writers send them
+    raw = json.dumps(body, separators=(",", ":")).encode()
+    assert parse_predict(raw, parse_json) == body
+
+
+def test_an_rle_array_that_is_not_json_skips_its_region_not_the_click(disk, lazy_small):
+    """Parsed whole, `[1,,2]` in a stored region made the body invalid; set aside, it is a
+    malformed stored region, skipped when decoded like any other."""
+    path, _ = disk
+    crowded = crowded_task(path, n=5)
+    body = predict_body(path, [keypoint(50, 50, W, H)], the_task=crowded)
+    raw = json.dumps(body).encode()
+    newest = json.dumps(crowded["drafts"][0]["result"][-1]["value"]["rle"]).encode()
+    broken = raw.replace(newest, b"[1,,2" + newest[1:], 1)
+    assert parse_json(broken) is None
+    got = parse_predict(broken, parse_json)
+    item = got["tasks"][0]["drafts"][0]["result"][-1]
+    with pytest.raises(ValueError, match="not a JSON list"):
+        RegionMasks().decode(item)
+    for bad in (b"{not json", b'{"tasks": [], "params": {"context": {"result": [{"value": '
+                                b'{"rle": [1,,2]}}]}}}'):
+        assert parse_predict(bad, parse_json) is None, bad  # outside the tasks: refused
+
+
+def test_a_click_parses_only_the_rle_it_decodes(make_app, disk, lazy_small, monkeypatch):
+    """The 100 regions' arrays stay text; the newest is parsed once, for its one decode; the
+    answers are those of a backend that parses the body whole."""
+    path, _ = disk
+    parsed: list[int] = []
+    real = RleText.values
+
+    def spy(self):
+        parsed.append(len(self.text))
+        return real(self)
+
+    monkeypatch.setattr(RleText, "values", spy)
+    answers = clicks_on(make_app().test_client(), crowded_task(path), path, "1.1")
+    assert len(parsed) == 1, parsed
+    monkeypatch.setattr("backend.routes.parse_predict", lambda raw, parse: parse(raw))
+    assert clicks_on(make_app().test_client(), crowded_task(path), path, "1.1") == answers
+    assert len(parsed) == 1

@@ -19,7 +19,8 @@ Label Studio 1.23 sends them (about 1 MB at 100 masks). Each round runs one fres
 rotated between rounds so machine load falls on all of them alike; medians over rounds of the
 first click of a task and of the clicks after it, with each N's ratio to the first N's, as
 round trips and as the server's CPU time per request (all its threads, from /proc: the work a
-request costs, which machine load hardly moves). Written to results/http_latency_regions.json
+request costs, which machine load moves less), and what the task alone costs (the same body
+with an empty context, answered without a click). Written to results/http_latency_regions.json
 unless --out says otherwise.
 """
 
@@ -227,6 +228,15 @@ def regions_main(args: argparse.Namespace, flip: bool) -> int:
                 out.append((wall, server_cpu_s(proc.pid) - cpu))
             return out
 
+        # the same task with an empty context: answered at once ({"results": []}), so its
+        # round trip is what the task's size alone costs (sending, reading, parsing)
+        empty = {}
+        for n in counts:
+            data = json.loads(bodies[n][0])
+            data["params"]["context"] = {"result": []}
+            empty[n] = json.dumps(data).encode()
+        overhead: dict[int, list[float]] = {n: [] for n in counts}
+        cpu_overhead: dict[int, list[float]] = {n: [] for n in counts}
         try:
             for n in counts:  # untimed: prepares the image, warms every code path
                 interaction(n)
@@ -238,6 +248,10 @@ def regions_main(args: argparse.Namespace, flip: bool) -> int:
                     further[n] += [t for t, _ in times[1:]]
                     cpu_first[n].append(times[0][1])
                     cpu_further[n] += [c for _, c in times[1:]]
+                    for _ in range(3):
+                        cpu = server_cpu_s(proc.pid)
+                        overhead[n].append(post_raw(url, empty[n]))
+                        cpu_overhead[n].append(server_cpu_s(proc.pid) - cpu)
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(30)
@@ -249,6 +263,7 @@ def regions_main(args: argparse.Namespace, flip: bool) -> int:
             "first_click": stats(first[n]), "further_click": stats(further[n]),
             "server_cpu_first_click": stats(cpu_first[n]),
             "server_cpu_further_click": stats(cpu_further[n]),
+            "task_only": stats(overhead[n]), "server_cpu_task_only": stats(cpu_overhead[n]),
             "first_click_by_round_ms": [round(t * 1000, 1) for t in first[n]]}
     for n in counts:
         c = report["cases"][str(n)]
@@ -269,6 +284,11 @@ def regions_main(args: argparse.Namespace, flip: bool) -> int:
               f"{fu['median_ms']:>12.1f} / {fu['p95_ms']:<10.1f} {fu[ratio]:>6.2f} "
               f"{cf['median_ms']:>15.1f} / {cu['median_ms']:<10.1f} "
               f"{cf[ratio]:>5.2f} {cu[ratio]:>5.2f}")
+    print("the task alone (same body, empty context: no click), median round trip / server "
+          "CPU ms: " + ", ".join(
+              f"{n}: {report['cases'][str(n)]['task_only']['median_ms']:.1f} / "
+              f"{report['cases'][str(n)]['server_cpu_task_only']['median_ms']:.1f}"
+              for n in counts))
     print(f"load average before {report['load_avg_before']}, after {report['load_avg_after']}")
     write_report(report, Path(args.out or REPO / "benchmarks" / "results"
                               / "http_latency_regions.json"))
@@ -281,6 +301,15 @@ def write_report(report: dict, out: Path) -> None:
     tmp_out.write_text(json.dumps(report, indent=1))
     os.replace(tmp_out, out)
     print(f"written {out}")
+
+
+def post_raw(url: str, data: bytes) -> float:
+    """A POST's round trip, whatever the (2xx) answer."""
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    start = time.perf_counter()
+    with urllib.request.urlopen(req, timeout=300) as r:
+        r.read()
+    return time.perf_counter() - start
 
 
 def post(url: str, data: bytes) -> float:

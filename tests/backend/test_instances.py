@@ -174,18 +174,16 @@ def test_a_click_on_another_object_does_not_refine_the_tasks_region(client, pair
     assert np.array_equal(m, predictor.predict(img, [px(on_a)], prior_mask=a).mask)
 
 
-def test_the_asking_run_is_spent_only_away_from_the_mask(make_app, pair, predictor):
-    """A click on or beside the current mask is an edge fix: one network run, as before. Only
-    a positive click away from it asks the network about the click alone."""
+def test_telling_the_next_object_costs_no_network_run(make_app, pair, predictor):
+    """The decision is geometric: each click runs the network once, whatever it decides."""
     import dataclasses
 
+    from backend.app import create_app
+    from clicksmith.settings import load_settings
     from tests.backend.test_pipeline import CountingRunner
 
     runner = CountingRunner(predictor.runner)
     counting = dataclasses.replace(predictor, runner=runner)
-    from backend.app import create_app
-    from clicksmith.settings import load_settings
-
     path, _, _, _ = pair
     app = create_app(load_settings(env={}, local_image_roots=str(Path(path).parent)),
                      predictor_loader=lambda s: counting)
@@ -199,7 +197,28 @@ def test_the_asking_run_is_spent_only_away_from_the_mask(make_app, pair, predict
 
     assert runs([click(*A_CENTRE)]) == 1
     assert runs([click(A_CENTRE[0] - 8, A_CENTRE[1] + 8)]) == 1  # on the mask
-    assert runs([click(*B_CENTRE)]) == 1  # another object: the asking run is the answer
+    assert runs([click(*B_CENTRE)]) == 1  # another object
+
+
+def test_far_from_is_the_distance_from_the_masks_body_against_its_size():
+    """Far: farther than 0.55 x sqrt(area) from the mask eroded by 0.1 x sqrt(area) (its body),
+    so a thin leak towards the next object does not bring that object close."""
+    from backend.pipeline import far_from
+
+    mask = np.zeros((400, 600), bool)
+    mask[100:200, 100:200] = True  # sqrt(area) 100: the body is 110..189, far is > 55 from it
+    assert not far_from(mask, 150, 150)  # on it
+    assert not far_from(mask, 150, 243)  # 54 px from the body's right edge (x 189)
+    assert far_from(mask, 150, 247)  # 58 px
+    leaky = mask.copy()
+    leaky[148:153, 200:240] = True  # a 5 px leak along the row, 40 px long
+    assert far_from(leaky, 150, 250)  # 10 px beyond the leak's tip, 61 px from the body
+    small = np.zeros((400, 600), bool)
+    small[10:14, 10:14] = True  # sqrt(area) 4: the 12 px margin decides
+    assert not far_from(small, 12, 24) and far_from(small, 12, 30)
+    big = np.zeros((3000, 4000), bool)
+    big[500:2500, 500:2500] = True  # sqrt(area) 2000: body 700..2299, far > 1100 from it
+    assert not far_from(big, 1500, 3380) and far_from(big, 1500, 3420)  # a strided window
 
 
 def test_a_box_for_the_next_object_is_a_region_of_its_own(client, pair):
@@ -237,3 +256,19 @@ def test_polygons_of_a_session_keep_their_ids(client, pair):
     assert b1 == b2 and p1 and p1[0] == p2[0] == f"{b1}_0"
     b3, p3 = ids([click(*B_CENTRE)])
     assert b3 != b1 and p3[0] == f"{b3}_0"
+
+
+def test_auto_accept_a_click_a_little_away_from_the_mask_still_refines(client, pair, predictor):
+    """A lone positive click beyond the 2% edge margin but near the object's body (a missed
+    part, not another object) refines the same session and region."""
+    path, img, _, _ = pair
+    first = click(*A_CENTRE)
+    m1, r1 = ask(client, path, [first], "31.10")
+    y = A_CENTRE[0]
+    x = int(np.nonzero(m1[y])[0].min()) - 14  # 14 px left of the mask (the margin is 6.4)
+    second = click(y, x)
+    m2, r2 = ask(client, path, [second], "31.10")
+    assert r2 == r1
+    s = predictor.session(img)
+    s.add_click(px(first))
+    assert np.array_equal(m2, s.add_click(px(second)).mask)

@@ -68,6 +68,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="what was reduced against the full run, written into the results")
     ap.add_argument("--out", default=None, help="results stem (default: results/adaptation)")
     ap.add_argument("--work", default=None, help="work folder (default: a temporary one)")
+    ap.add_argument("--forgetting-only", action="store_true",
+                    help="only measure forgetting of the model serving in --work's registry "
+                         "and add it to the results file (a run stopped before its end)")
+    ap.add_argument("--retrain-only", metavar="RESULTS_JSON", default=None,
+                    help="one retrain on the corrections a stopped run left in --work (another "
+                         "setting on the same stream), then the same remaining sample and "
+                         "forgetting; the run's results file names the sample")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a setting for the retrains, e.g. --set retrain_lr=3e-4 (repeatable)")
     return ap.parse_args(argv)
@@ -267,7 +274,110 @@ def main(argv=None, finetune=None, evaluate=None) -> int:
         os.environ.update(saved_env)
 
 
+def measure_forgetting(args, static, serving_predictor) -> dict:
+    """The standard sets, static vs final model (never used for any choice)."""
+    forgetting = {}
+    for name in [s.strip() for s in args.forgetting.split(",") if s.strip()]:
+        samples = list(Dataset(name, args.forgetting_objects))
+        before = noc_on(static, samples)
+        after = before if serving_predictor is static else noc_on(serving_predictor, samples)
+        forgetting[name] = {"objects": len(samples), "static": before["noc90"],
+                            "final": after["noc90"], "delta": after["noc90"] - before["noc90"]}
+        print(f"forgetting {name}: {before['noc90']:.2f} -> {after['noc90']:.2f} "
+              f"({len(samples)} objects)", flush=True)
+    return forgetting
+
+
+def forgetting_only(args: argparse.Namespace) -> int:
+    stem = Path(args.out) if args.out else RESULTS / ("adaptation" + (f"_{args.tag}"
+                                                                       if args.tag else ""))
+    res = json.loads(stem.with_suffix(".json").read_text())
+    work = Path(args.work)
+    env = {"MODEL_REGISTRY": str(work / "models"), "TORCH_THREADS": str(args.threads),
+           "REDIS_URL": ""}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        env[key.strip().upper()] = value.strip()
+    os.environ.update(env)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from clicksmith import registry
+    from clicksmith.settings import load_settings
+
+    settings = load_settings()
+    static = registry.load_configured_predictor(None, settings, backend="torch")
+    version = registry.current_version(settings)
+    final = static if version is None else registry.load_serving_predictor(settings)
+    res["forgetting"] = measure_forgetting(args, static, final)
+    res["forgetting_model"] = version or "bundled"
+    summarize_run(res)
+    write_results(res, stem)
+    return 0
+
+
+def retrain_only(args: argparse.Namespace) -> int:
+    base = json.loads(Path(args.retrain_only).read_text())
+    work = Path(args.work)
+    env = {"MODEL_REGISTRY": str(work / "models"), "CORRECTIONS_ROOT": str(work / "corrections"),
+           "TORCH_THREADS": str(args.threads), "REDIS_URL": "", "TELEMETRY": "false"}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        env[key.strip().upper()] = value.strip()
+    os.environ.update(env)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from clicksmith import registry
+    from clicksmith.settings import load_settings
+    from review.retrain import retrain_job
+
+    settings = load_settings()
+    ds = Dataset(resolve(args.project))
+    index = {name: i for i, (name, *_rest) in enumerate(ds._items)}
+    remaining = [ds[index[n]] for n in base["remaining_sample"]]
+    static = registry.load_configured_predictor(None, settings, backend="torch")
+    stem = Path(args.out) if args.out else RESULTS / f"adaptation_{args.tag or 'retrain'}"
+    res = {"project": base["project"], "based_on": str(args.retrain_only),
+           "settings": env, "corrections": sum(b["objects"] for b in base["batches"]),
+           "remaining_static": base["remaining_static"],
+           "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    t0 = time.time()
+    record = retrain_job(1, args.iterations)
+    res["retrain"] = {k: record.get(k) for k in (
+        "status", "decision", "message", "counts", "not_worse", "worse_on", "options",
+        "finetune_seconds", "evaluate_seconds", "candidate_version") if k in record}
+    res["retrain"]["seconds"] = round(time.time() - t0, 1)
+    res["retrain"]["holdout_clicks"] = {
+        role: (record.get("metrics") or {}).get("holdout", {}).get(role, {}).get("clicks90")
+        for role in ("candidate", "serving")}
+    res["retrain"]["general"] = (record.get("metrics") or {}).get("general")
+    print(f"retrain: {record.get('status')} in {res['retrain']['seconds']:.0f} s: "
+          f"{record.get('decision') or record.get('message')}", flush=True)
+    from cdnet.fileio import atomic_write_json
+
+    atomic_write_json(stem.with_suffix(".json"), res)
+    if record.get("candidate_version"):
+        # the candidate on the remaining sample and the standard sets, promoted or not: what
+        # the gate's verdict would have been worth
+        cand = registry.load_configured_predictor(
+            registry.version_dir(settings, record["candidate_version"]) / "weights.pt",
+            settings, backend="torch") if record.get("status") == "promoted" else None
+        if cand is not None:
+            res["remaining_candidate"] = noc_on(cand, remaining)
+            print(f"remaining: {res['remaining_candidate']['noc90']:.2f} vs static "
+                  f"{base['remaining_static']['noc90']:.2f}", flush=True)
+            atomic_write_json(stem.with_suffix(".json"), res)
+            res["forgetting"] = measure_forgetting(args, static, cand)
+            atomic_write_json(stem.with_suffix(".json"), res)
+    return 0
+
+
 def _main(args: argparse.Namespace, finetune, evaluate) -> int:
+    if args.forgetting_only:
+        return forgetting_only(args)
+    if args.retrain_only:
+        return retrain_only(args)
     folder = resolve(args.project)
     if folder.name.lower() in FORBIDDEN:
         print("adaptation: GrabCut and Berkeley are test sets, never a project", file=sys.stderr)
@@ -383,18 +493,8 @@ def _main(args: argparse.Namespace, finetune, evaluate) -> int:
                   f"{res['remaining_static']['noc90']:.2f})", flush=True)
             res["batches"].append(entry)
             write_results(res, stem)
-        # forgetting: the standard sets, static vs final
-        forgetting = {}
-        for name in [s.strip() for s in args.forgetting.split(",") if s.strip()]:
-            d = Dataset(name, args.forgetting_objects)
-            samples = list(d)
-            before = noc_on(static, samples)
-            after = before if serving_predictor is static else noc_on(serving_predictor, samples)
-            forgetting[name] = {"objects": len(samples), "static": before["noc90"],
-                                "final": after["noc90"], "delta": after["noc90"] - before["noc90"]}
-            print(f"forgetting {name}: {before['noc90']:.2f} -> {after['noc90']:.2f} "
-                  f"({len(samples)} objects)", flush=True)
-        res["forgetting"] = forgetting
+        res["forgetting"] = measure_forgetting(args, static, serving_predictor)
+        res["forgetting_model"] = serving_version
         res["state"] = "finished"
     finally:
         server.stop()
@@ -438,6 +538,13 @@ def summarize_run(res: dict) -> None:
     if gain > 0 and sd > 0:
         s["held-out objects for the gain to be 2 SE (sd/gain)^2*4"] = math.ceil(
             4 * (sd / gain) ** 2)
+    # the same on the gate's own held-out corrections: candidate vs serving, per retrain
+    for x in b:
+        h = (x.get("retrain") or {}).get("holdout_clicks") or {}
+        if h.get("candidate") and h.get("serving"):
+            c, v = h["candidate"], h["serving"]
+            s[f"batch {x['batch']} gate holdout: {len(c)} objects, mean difference, SD"] = (
+                round((sum(c) - sum(v)) / len(c), 2), round(paired_sd(c, v), 2))
     res["summary"] = s
 
 

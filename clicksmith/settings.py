@@ -65,6 +65,7 @@ class Settings:
     retrain_crop: int
     retrain_layers: str
     retrain_replay: float
+    retrain_freeze_bn: bool
     retrain_min_holdout: int
     retrain_general_data: str
     retrain_general_objects: int

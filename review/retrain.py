@@ -76,7 +76,8 @@ def _finetune(base_weights: Path, dataset_dirs: list[Path], out_path: Path, iter
               **options) -> Path:
     """Fine-tune through cdnet.train.loop.finetune (the training harness's entry point).
 
-    `options`: lr, crop, layers, source_weights, threads, on_iteration (see finetune)."""
+    `options`: lr, crop, layers, source_weights, threads, freeze_bn, on_iteration (see
+    finetune)."""
     try:
         from cdnet.train.loop import finetune
     except ImportError as exc:
@@ -554,7 +555,8 @@ def _run(settings: Settings, project_id: int | None, iterations: int, finetune: 
     need = settings.retrain_min_holdout
     options = {"lr": settings.retrain_lr, "crop": settings.retrain_crop,
                "layers": settings.retrain_layers, "replay": settings.retrain_replay,
-               "min_holdout": need, "general_tolerance": tolerance}
+               "freeze_bn": settings.retrain_freeze_bn, "min_holdout": need,
+               "general_tolerance": tolerance}
     out: dict = {"counts": counts, "options": options}
     if counts["holdout"] < need or not counts["train"]:
         total = counts["train"] + counts["holdout"]
@@ -589,6 +591,7 @@ def _run(settings: Settings, project_id: int | None, iterations: int, finetune: 
     report("finetune", iteration=0, iterations=iterations, eta_s=None)
     ft_options = {"lr": settings.retrain_lr, "crop": settings.retrain_crop,
                   "layers": settings.retrain_layers, "threads": settings.torch_threads,
+                  "freeze_bn": settings.retrain_freeze_bn,
                   "source_weights": source_weights(train_dir, replay, settings.retrain_replay),
                   "on_iteration": on_iteration}
     if finetune is not _finetune and not _accepts(finetune, "on_iteration"):

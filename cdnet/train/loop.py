@@ -227,12 +227,14 @@ def schedule_progress(it: int, cfg: TrainConfig, elapsed_s: float) -> float:
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
           on_iteration: Callable[[int, int, float], None] | None = None,
-          trainable: Callable[[str], bool] | None = None) -> Path:
+          trainable: Callable[[str], bool] | None = None,
+          prepare: Callable[[CDNet], CDNet] | None = None) -> Path:
     """Train; returns the path of the best weights file (`<run>/model.pt`).
 
     `on_iteration(done, total, elapsed_s)` is called after every iteration (progress for a
     caller without a terminal, e.g. a retrain job); `trainable(name)` picks the parameters
-    that learn (default: all), the others stay frozen."""
+    that learn (default: all), the others stay frozen; `prepare(model)` adjusts the model
+    before training starts (e.g. `freeze_batchnorm`)."""
     torch.set_num_threads(cfg.threads)
     run = Path(cfg.run_dir)
     run.mkdir(parents=True, exist_ok=True)
@@ -248,6 +250,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
         model = build_model({"fine_head": cfg.fine_head or cfg.fine_trunk,
                              "fine_trunk": cfg.fine_trunk}, pretrained=True)
     model = model.train().to(cfg.device, memory_format=torch.channels_last)
+    if prepare is not None:
+        model = prepare(model)
     if cfg.device.startswith("cuda"):
         torch.backends.cudnn.benchmark = True
     named = list(model.named_parameters())
@@ -350,10 +354,29 @@ def layer_filter(layers: str) -> Callable[[str], bool] | None:
     raise ValueError(f"layers must be one of {FINETUNE_LAYERS}, got {layers!r}")
 
 
+def freeze_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
+    """Keep every BatchNorm layer in eval mode, even after `model.train()`: normalised with
+    the base model's running statistics, which are not updated. Why, for fine-tuning on a
+    project: its images (e.g. dark microscopy) would otherwise pull those statistics away from
+    everything else the model serves, forgetting without a single weight update."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    plain_train = model.train
+
+    def train(mode: bool = True):
+        plain_train(mode)
+        for m in norms:
+            m.eval()
+        return model
+
+    model.train = train  # type: ignore[method-assign]
+    return model.train()
+
+
 def finetune(base_weights: str | Path, dataset_dirs: list[str | Path], out_path: str | Path,
              iterations: int = 500, run_dir: str | Path | None = None, *, lr: float = 1e-4,
              crop: int = 288, batch_size: int = 8, layers: str = "all",
              source_weights: dict[str, float] | None = None, threads: int = 2, seed: int = 0,
+             freeze_bn: bool = False,
              on_iteration: Callable[[int, int, float], None] | None = None) -> Path:
     """Fine-tune existing weights on extra folders (corrections + base data); for retraining.
 
@@ -367,11 +390,12 @@ def finetune(base_weights: str | Path, dataset_dirs: list[str | Path], out_path:
                       init_weights=str(base_weights), val_fraction=0.0,
                       val_every=max(iterations, 1), checkpoint_minutes=60.0, threads=threads,
                       seed=seed, source_weights=dict(source_weights or {}))
-    best = train(cfg, progress=False, on_iteration=on_iteration, trainable=layer_filter(layers))
+    best = train(cfg, progress=False, on_iteration=on_iteration, trainable=layer_filter(layers),
+                 prepare=freeze_batchnorm if freeze_bn else None)
     model, _ = load_model(best)
     save_model(model, out_path, meta={"finetuned_from": str(base_weights),
                                       "iterations": iterations, "lr": lr, "crop": crop,
-                                      "layers": layers})
+                                      "layers": layers, "freeze_bn": freeze_bn})
     return out_path
 
 

@@ -444,3 +444,23 @@ def test_the_cli_prints_a_line_per_phase_and_the_last_iteration():
         "(set 1 of 1, both models)",
         "clicksmith retrain: evaluating the serving model on holdout: object 0/2 "
         "(set 1 of 1, both models)"]
+
+
+def test_fine_tuning_can_keep_batchnorm_statistics():
+    """RETRAIN_FREEZE_BN: BatchNorm layers stay in eval mode through every model.train() the
+    training loop calls (it switches to eval and back around each click simulation)."""
+    import torch
+
+    from cdnet.model.io import build_model
+    from cdnet.train.loop import freeze_batchnorm
+
+    model = freeze_batchnorm(build_model(pretrained=False))
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and not any(m.training for m in norms)
+    model.eval()
+    model.train()
+    assert model.training and not any(m.training for m in norms)
+    before = [m.running_mean.clone() for m in norms]
+    img = torch.rand(1, 3, 64, 64) * 255
+    model(img, torch.zeros(1, 2, 64, 64), torch.zeros(1, 1, 64, 64))
+    assert all(torch.equal(a, m.running_mean) for a, m in zip(before, norms, strict=True))

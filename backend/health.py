@@ -176,6 +176,12 @@ class Health:
 
     def _model(self) -> dict[str, Any]:
         model = self.backend.model
+        # a promoted version starts loading on a health check too, not only on the next click:
+        # it is ready before an annotator waits for it, and /health shows it without traffic
+        # (the look at the registry is rate-limited inside poll)
+        poll = getattr(model, "poll", None)
+        if poll is not None:
+            poll()
         answer: dict[str, Any] = {"ok": model.state != "error", "state": model.state,
                                   "version": model.model_version}
         if model.error:

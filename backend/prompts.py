@@ -24,6 +24,7 @@ import numpy as np
 from backend.errors import ApiError
 from cdnet.clicks import Click
 from clicksmith.labelstudio.config import Control, ImageTarget, ProjectConfig
+from clicksmith.labelstudio.ids import body_project_id
 from clicksmith.labelstudio.results import rle_to_mask
 from clicksmith.settings import Settings, load_settings
 
@@ -305,25 +306,12 @@ def parse_context(context: object, config: ProjectConfig,
     return list(prompts.values())
 
 
-MAX_PROJECT_ID = 2**63 - 1  # Label Studio's ids are database integers (at most 64-bit)
-
-
 def project_id(body: dict) -> int:
     """The numeric project id of a webhook or /train body ({"project": {...}} or "<id>.<ts>")."""
-    project = body.get("project")
-    if isinstance(project, dict):
-        project = project.get("id")
-    if isinstance(project, str):
-        digits = project.split(".", 1)[0].strip()
-        if not (digits.isascii() and digits.isdigit()):
-            project = None
-        else:  # more digits than any 64-bit id: refused without converting them
-            project = int(digits) if len(digits) <= 19 else MAX_PROJECT_ID + 1
-    elif isinstance(project, float) and project.is_integer():
-        project = int(project)
-    if isinstance(project, bool) or not isinstance(project, int):
+    try:
+        project = body_project_id(body)
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
+    if project is None:
         raise ApiError(400, "the body names no project id ('project'): a whole number")
-    if not 0 < project <= MAX_PROJECT_ID:
-        shown = project if abs(project) <= MAX_PROJECT_ID else "a larger number"
-        raise ApiError(400, f"project id must be from 1 to {MAX_PROJECT_ID}, got {shown}")
     return project

@@ -33,6 +33,7 @@ from cdnet.eval.metrics import iou
 from cdnet.fileio import atomic_write_bytes
 from clicksmith.labelstudio.client import as_dict, client_for
 from clicksmith.labelstudio.config import ProjectConfig, parse_config, project_config
+from clicksmith.labelstudio.ids import body_project_id
 from clicksmith.labelstudio.images import load_task_image
 from clicksmith.labelstudio.regions import merge_brush_regions
 from clicksmith.queue import PermanentJobError, is_transient
@@ -180,10 +181,10 @@ def _int(value: object, what: str) -> int:
 
 
 def _project_id(payload: dict) -> int | None:
-    project = payload.get("project")
-    if isinstance(project, dict):
-        return _int(project["id"], "project") if "id" in project else None
-    return _int(project, "project") if project is not None else None
+    try:
+        return body_project_id(payload)
+    except ValueError as exc:
+        raise PermanentJobError(f"the payload's {exc}") from None
 
 
 def store_annotation(settings: Settings, project_id: int, ann: dict, task: dict | None,

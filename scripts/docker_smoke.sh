@@ -63,7 +63,7 @@ wait_for() {  # wait_for <seconds> <what> <command...>: poll until the command s
     sleep 2
   done
 }
-backend_healthy() { curl -fsS "$SMOKE_BACKEND_URL/health" | grep -q '"UP"'; }
+backend_healthy() { curl -fsS "$SMOKE_BACKEND_URL/health" | grep -q '"model_state":"ready"'; }
 serving() { curl -fsS "$SMOKE_BACKEND_URL/health" | grep -q "\"$1\""; }
 corrections() {  # how many correction masks the workers stored for the project
   compose exec -T backend sh -c "find /data/corrections/$1 -name '*.png' 2>/dev/null | wc -l" | tr -d '[:space:]'
@@ -73,7 +73,7 @@ has_corrections() { [ "$(corrections "$1")" -gt 0 ]; }
 t0=$SECONDS
 compose up -d
 wait_for 600 "backend healthy" backend_healthy
-echo "ok   stack up and healthy in $((SECONDS - t0)) s (first start: Label Studio migrates its database)"
+echo "ok   stack up, model loaded, in $((SECONDS - t0)) s (first start: Label Studio migrates its database)"
 python3 scripts/docker_smoke_checks.py first "$state/state.json"
 project=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['project'])" "$state/state.json")
 wait_for 180 "the webhook's correction stored by a worker" has_corrections "$project"
@@ -101,7 +101,10 @@ print(version)
 PY
 )
 wait_for 120 "backend serving the promoted $version" serving "$version"
-echo "ok   a version promoted by a worker ($version) is served by the backend (hot reload, ONNX)"
+if compose exec -T backend python3 -c "import torch" >/dev/null 2>&1; then
+  echo "FAIL the serving image has torch" >&2; exit 1
+fi
+echo "ok   a version promoted by a worker ($version) is served by the backend (hot reload; ONNX Runtime, the image has no torch)"
 marker=$(python3 -c 'import secrets; print(secrets.token_hex(8))')
 compose exec -T redis redis-cli set clicksmith:smoke-marker "$marker" >/dev/null
 

@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 LS = os.environ.get("SMOKE_LS_URL", "http://127.0.0.1:8080")
 BACKEND = os.environ.get("SMOKE_BACKEND_URL", "http://127.0.0.1:9090")
 TOKEN = os.environ["LABEL_STUDIO_TOKEN"]
+ML_URL = "http://backend.clicksmith.internal:9090"  # as Label Studio reaches the backend
 STEM = "bowl"  # a shipped fixture scene with its exact mask
 MIN_IOU = 0.8
 
@@ -82,7 +83,7 @@ def first(state_file: Path) -> None:
     health = requests.get(f"{BACKEND}/health", timeout=10).json()
     if health.get("status") != "UP":
         fail(f"backend /health: {health}")
-    ok(f"backend healthy, serving {health.get('model_version')}")
+    ok(f"backend healthy, model {health.get('model_state')} {health.get('model_version')}")
     project = api("POST", "/api/projects", json={
         "title": "clicksmith docker smoke",
         "label_config": (REPO / "config/labeling.xml").read_text()})
@@ -95,12 +96,12 @@ def first(state_file: Path) -> None:
         fail(f"expected one imported task, got {len(tasks)}")
     task = tasks[0]
     ok(f"project {project['id']} with task {task['id']} ({task['data']['image']})")
-    ml = api("POST", "/api/ml", json={"project": project["id"], "url": "http://backend:9090",
+    ml = api("POST", "/api/ml", json={"project": project["id"], "url": ML_URL,
                                       "is_interactive": True, "title": "clicksmith"})
     if ml_state(ml["id"]) != "CO":
         fail(f"Label Studio does not see the backend as connected: {ml_state(ml['id'])}")
     hooks = api("GET", f"/api/webhooks?project={project['id']}")
-    if not any(h["url"] == "http://backend:9090/webhook" and h["is_active"] for h in hooks):
+    if not any(h["url"] == f"{ML_URL}/webhook" and h["is_active"] for h in hooks):
         fail(f"Label Studio added no webhook to the backend: {hooks}")
     ok("Label Studio connected the backend (state CO) and added its webhook")
 

@@ -106,3 +106,14 @@ def test_the_app_factory_takes_a_typed_loader():
     loader_type, none = typing.get_args(typing.get_type_hints(create_app)["predictor_loader"])
     assert none is type(None)
     assert typing.get_args(loader_type)[-1] is SegmentationModel  # not Any
+
+
+def test_a_promotion_loads_on_health_checks_alone(settings, tmp_path):
+    """No click needed: Label Studio's (or a load balancer's) /health polls start the load, so
+    the new version is ready before the next annotator's click and /health names it."""
+    client, service = _app(settings)
+    first = client.get("/health").json["model_version"]
+    registry.store_version(settings, "v3", _new_weights(tmp_path / "w3.pt", 3), {})
+    registry.promote(settings, "v3")
+    expected = registry.load_serving_predictor(settings).model_version
+    assert _until(lambda: client.get("/health").json["model_version"] == expected != first)

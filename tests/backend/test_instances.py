@@ -213,6 +213,12 @@ def test_far_from_is_the_distance_from_the_masks_body_against_its_size():
     leaky = mask.copy()
     leaky[148:153, 200:240] = True  # a 5 px leak along the row, 40 px long
     assert far_from(leaky, 150, 250)  # 10 px beyond the leak's tip, 61 px from the body
+    long_leak = mask.copy()
+    long_leak[149:152, 200:330] = True  # a leak reaching past the window: no body near the click
+    assert far_from(long_leak, 150, 340)  # 10 px from the leak's tip, 150 px from the body
+    pole = np.zeros((400, 600), bool)
+    pole[100:300, 300:303] = True  # a thin object has no body: its plain distance decides
+    assert not far_from(pole, 200, 315) and far_from(pole, 200, 330)
     small = np.zeros((400, 600), bool)
     small[10:14, 10:14] = True  # sqrt(area) 4: the 12 px margin decides
     assert not far_from(small, 12, 24) and far_from(small, 12, 30)

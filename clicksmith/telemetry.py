@@ -51,7 +51,7 @@ from clicksmith.settings import Settings
 log = logging.getLogger(__name__)
 
 PREFIX = "clicksmith:telemetry"
-CLICK_KINDS = frozenset({"new", "extend", "recompute", "box"})
+CLICK_KINDS = frozenset({"new", "extend", "recompute", "box", "next"})
 IDLE_KINDS = frozenset({"repeat"})
 FINISH_ACTIONS = frozenset({"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED"})
 _MASK_TYPES = {"brushlabels", "bitmasklabels"}
@@ -91,7 +91,7 @@ class Interaction:
         tool action plus the clicks it also ran (a click after an eraser edit is adopted)."""
         if self.kind in IDLE_KINDS:
             return 0, 0
-        if self.kind in ("new", "extend"):
+        if self.kind in ("new", "extend", "next"):  # next: a new object's first clicks
             return max(1, self.clicks), 0
         if self.kind in CLICK_KINDS:
             return 1, 0

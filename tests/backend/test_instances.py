@@ -278,3 +278,13 @@ def test_auto_accept_a_click_a_little_away_from_the_mask_still_refines(client, p
     s = predictor.session(img)
     s.add_click(px(first))
     assert np.array_equal(m2, s.add_click(px(second)).mask)
+
+
+def test_telemetry_counts_a_next_objects_clicks_as_clicks():
+    """The pipeline's `next` kind (a new object's first request) counts its clicks, no tool
+    action, as `new` does."""
+    from clicksmith.telemetry import Interaction, ObjectKey
+
+    key = ObjectKey("image", "mask", "Object")
+    assert Interaction(1, 2, key, "next", "v", clicks=1).counts() == (1, 0)
+    assert Interaction(1, 2, key, "next", "v", clicks=2).counts() == (2, 0)

@@ -131,13 +131,14 @@ class Backend:
     # --- telemetry (clicksmith/telemetry.py: never raises into a click or a webhook) --------
     def _record_interactions(self, body: dict, task: dict,
                              answered: list[tuple[Prompt, Outcome]], version: str) -> None:
-        """Each answered prompt is one interaction of its object (task, image, control, label)."""
+        """Each answered prompt is one interaction of its object (task, image, control, label
+        and the session's region id: several objects of one label are followed apart)."""
         project, task_id = self._project_of(body, [task]), task.get("id")
         if project is None or isinstance(task_id, bool) or not isinstance(task_id, int):
             return
         self.telemetry.record(Interaction(
-            project, task_id, ObjectKey(p.target.name, p.brush.name, p.label), o.kind.value,
-            version, o.clicks_run) for p, o in answered)
+            project, task_id, ObjectKey(p.target.name, p.brush.name, p.label, o.region or ""),
+            o.kind.value, version, o.clicks_run) for p, o in answered)
 
     def annotation_submitted(self, body: dict) -> None:
         """An annotation webhook: finish its objects' telemetry, observe the histograms."""

@@ -8,15 +8,24 @@ object is the better one for this project, whatever its NoC on a benchmark.
 How an object is followed, all in Redis (REDIS_URL; without it telemetry is off, as the
 webhooks that finish records are then ignored too):
 - every answered /predict prompt is one interaction of an object (task, image, mask control,
-  label: the interactive session's own identity): `Telemetry.record` adds it to the task's
-  pending hash, one pipelined round trip (HINCRBY the counts, HSETNX the first time, HSET the
-  last time and version, EXPIRE). It never raises: a failure is logged (at most once a minute)
-  and counted, and the click is answered as if nothing happened;
+  label and the session's region id: the interactive session's own identity, so the several
+  objects of one label an image may hold are followed apart, see backend.pipeline.next_object):
+  `Telemetry.record` adds it to the task's pending hash, one pipelined round trip (HINCRBY the
+  counts, HSETNX the first time, HSET the last time and version, EXPIRE). It never raises: a
+  failure is logged (at most once a minute) and counted, and the click is answered as if
+  nothing happened;
 - an ANNOTATION_CREATED / ANNOTATION_UPDATED webhook (`Telemetry.finish`) matches the
-  annotation's mask regions (grouped by image, control and label, as corrections merge them) to
-  the task's pending objects, removes them from the pending hash and stores one finished record
-  per object, in one optimistic transaction (WATCH), so two copies of a webhook racing each
-  other finish an object once. A record is identified by annotation id + object: a replayed
+  annotation's mask regions to the task's pending objects, removes them from the pending hash
+  and stores one finished record per object, in one optimistic transaction (WATCH), so two
+  copies of a webhook racing each other finish an object once. A region is matched by its id
+  (Label Studio 1.23 stores an accepted suggestion under the id of our answer's result item,
+  with Auto-Accept on and off: the editor's `acceptSuggestion` keeps the suggestion's area id
+  and `Result.serialize` writes it without its "#<annotation>" suffix); a region whose id was
+  never ours (re-ided, painted by hand, pasted) falls back to its label: the pending objects of
+  that image, control and label that no id matched finish as one record with those regions,
+  as every object of a label did before sessions had region ids (`_match`). A session whose
+  region is not in the annotation (a suggestion rejected with ✗, a region deleted) stays
+  pending until it expires. A record is identified by annotation id + object: a replayed
   webhook finds nothing pending and changes nothing; an update after more clicks on an
   object already submitted adds those clicks to its record (the object is counted once);
 - bounds: a task's pending hash expires TELEMETRY_PENDING_TTL_SECONDS after its last
@@ -28,7 +37,9 @@ Keys (`<p>`: the numeric project id, `<t>`: the task id):
     clicksmith:telemetry:<p>:pending:<t>   hash  "<object>#<name>" -> value (see _PENDING)
     clicksmith:telemetry:<p>:objects       hash  "<annotation>:<object>" -> record JSON
     clicksmith:telemetry:<p>:order         zset  "<annotation>:<object>" -> submitted time
-`<object>` is the JSON list [image, control, label].
+`<object>` is the JSON list [image, control, label, region] (an object followed by its region
+id), or [image, control, label] (interactions without a region id, and a record of the regions
+matched by label).
 
 Counting (`Interaction.counts`): clicks are the keypoint clicks the network ran, a box, or a
 deleted click (recomputed: one); a tool action is a request whose mask came from anything else
@@ -63,15 +74,35 @@ CLOCK_SLACK_S = 60.0  # an annotation time this far past the webhook's arrival i
 
 @dataclass(frozen=True)
 class ObjectKey:
-    """One annotated object: the Image, the mask control and the label (what a session is)."""
+    """One annotated object: the Image, the mask control, the label and the id of the region
+    its session's answers fill (what a session is); `region` "": one label's objects together
+    (interactions without a region id, regions matched by label)."""
 
     image: str
     control: str
     label: str
+    region: str = ""
 
     @property
     def id(self) -> str:
-        return json.dumps([self.image, self.control, self.label], separators=(",", ":"))
+        parts = [self.image, self.control, self.label] + ([self.region] if self.region else [])
+        return json.dumps(parts, separators=(",", ":"))
+
+    @property
+    def by_label(self) -> ObjectKey:
+        return ObjectKey(self.image, self.control, self.label)
+
+    @classmethod
+    def parse(cls, oid: str) -> ObjectKey | None:
+        """The key of an `id` (None when it is not one)."""
+        try:
+            parts = json.loads(oid)
+        except ValueError:
+            return None
+        if (not isinstance(parts, list) or len(parts) not in (3, 4)
+                or not all(isinstance(p, str) for p in parts)):
+            return None
+        return cls(*parts)
 
 
 @dataclass(frozen=True)
@@ -115,14 +146,16 @@ class ObjectRecord:
     seconds: float
     model_version: str
     first_model_version: str = ""  # set when the object's interactions spanned two versions
-    regions: list[str] = field(default_factory=list)
+    regions: list[str] = field(default_factory=list)  # the annotation's region ids it holds
     action: str = ""
     updates: int = 0  # later submissions that added interactions
     lead_time: float | None = None  # Label Studio's own time on the annotation, for reference
+    region: str = ""  # the session's region id it was matched by ("": matched by label)
 
     @property
     def key(self) -> str:
-        return f"{self.annotation}:{ObjectKey(self.image, self.control, self.label).id}"
+        obj = ObjectKey(self.image, self.control, self.label, self.region)
+        return f"{self.annotation}:{obj.id}"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True)
@@ -185,15 +218,15 @@ class Submission:
     project: int
     task: int
     annotation: int
-    objects: dict[ObjectKey, list[str]]  # object -> its region ids
+    regions: list[tuple[ObjectKey, str]]  # (image, control, label) and id of each mask region
     stamp: float | None  # updated_at (else created_at), epoch seconds
     lead_time: float | None
 
 
 def submissions(payload: object) -> list[Submission]:
     """The annotations of an ANNOTATION_CREATED/UPDATED (or bulk ANNOTATIONS_CREATED) payload
-    with their mask regions grouped per object; anything malformed is passed over, cancelled
-    (skipped) annotations too."""
+    with their mask regions; anything malformed is passed over, cancelled (skipped) annotations
+    too."""
     if not isinstance(payload, dict) or payload.get("action") not in FINISH_ACTIONS:
         return []
     project = payload.get("project")
@@ -211,7 +244,7 @@ def submissions(payload: object) -> list[Submission]:
         where = project_id if project_id is not None else _int(ann.get("project"))
         if ann_id is None or task_id is None or where is None:
             continue
-        objects: dict[ObjectKey, list[str]] = {}
+        regions: list[tuple[ObjectKey, str]] = []
         for item in ann.get("result") if isinstance(ann.get("result"), list) else []:
             if not isinstance(item, dict):
                 continue
@@ -222,11 +255,12 @@ def submissions(payload: object) -> list[Submission]:
             labels = value.get(kind)
             label = labels[0] if isinstance(labels, list) and labels else ""
             obj = ObjectKey(str(item.get("to_name")), str(item.get("from_name")), str(label))
-            objects.setdefault(obj, []).append(str(item.get("id", "")))
+            rid = item.get("id")
+            regions.append((obj, str(rid) if isinstance(rid, str | int) else ""))
         lead = ann.get("lead_time")
         lead = float(lead) if isinstance(lead, int | float) and not isinstance(lead, bool) \
             and math.isfinite(lead) else None
-        out.append(Submission(where, task_id, ann_id, objects,
+        out.append(Submission(where, task_id, ann_id, regions,
                               _stamp(ann.get("updated_at")) or _stamp(ann.get("created_at")),
                               lead))
     return out
@@ -335,7 +369,7 @@ class Telemetry:
             return []
         now = time.time() if now is None else float(now)
         action = str(payload.get("action")) if isinstance(payload, dict) else ""
-        subs = [s for s in submissions(payload) if s.objects]
+        subs = [s for s in submissions(payload) if s.regions]
         out: list[tuple[ObjectRecord, bool]] = []
         if not subs:
             return out
@@ -360,14 +394,13 @@ class Telemetry:
         def attempt(pipe) -> None:
             result.clear()
             pending = _parse_pending(pipe.hgetall(pkey))
-            matched = [(obj, regions) for obj, regions in sub.objects.items()
-                       if obj.id in pending]
-            if not matched:
+            groups = _match(sub, pending, lambda keys: pipe.hmget(okey, keys))
+            if not groups:
                 return
-            existing = pipe.hmget(okey, [f"{sub.annotation}:{obj.id}" for obj, _ in matched])
+            existing = pipe.hmget(okey, [f"{sub.annotation}:{key.id}" for key in groups])
             records = []
-            for (obj, regions), old in zip(matched, existing, strict=True):
-                p = pending[obj.id]
+            for (key, (oids, regions)), old in zip(groups.items(), existing, strict=True):
+                p = _combined([pending[oid] for oid in oids])
                 submitted = _submitted(sub.stamp, p["first"], now)
                 if old is not None:
                     rec = ObjectRecord.from_json(old)
@@ -384,14 +417,15 @@ class Telemetry:
                     rec.lead_time = sub.lead_time if sub.lead_time is not None else rec.lead_time
                 else:
                     rec = ObjectRecord(
-                        sub.project, sub.task, sub.annotation, obj.image, obj.control,
-                        obj.label, p["clicks"], p["tools"], p["first"], submitted,
+                        sub.project, sub.task, sub.annotation, key.image, key.control,
+                        key.label, p["clicks"], p["tools"], p["first"], submitted,
                         round(max(0.0, submitted - p["first"]), 3), p["version"],
                         p["first_version"] if p["first_version"] != p["version"] else "",
-                        regions[:MAX_REGION_IDS], action, 0, sub.lead_time)
+                        regions[:MAX_REGION_IDS], action, 0, sub.lead_time, key.region)
                 records.append((rec, old is None))
             pipe.multi()
-            pipe.hdel(pkey, *[f"{obj.id}#{n}" for obj, _ in matched for n in _PENDING])
+            pipe.hdel(pkey, *[f"{oid}#{n}" for oids, _ in groups.values() for oid in oids
+                              for n in _PENDING])
             pipe.hset(okey, mapping={rec.key: rec.to_json() for rec, _ in records})
             pipe.zadd(zkey, {rec.key: rec.submitted for rec, _ in records})
             pipe.expire(okey, self.bounds.keep_seconds)
@@ -444,6 +478,62 @@ def _submitted(stamp: float | None, first: float, now: float) -> float:
     if stamp is None or not first <= stamp <= now + CLOCK_SLACK_S:
         return now
     return stamp
+
+
+def _match(sub: Submission, pending: dict[str, dict],
+           lookup: Callable[[list[str]], list]) -> dict[ObjectKey, tuple[list[str], list[str]]]:
+    """Which pending objects the annotation's regions finish: {the record's object: (the
+    pending object ids it takes, the region ids)}, in the annotation's order.
+
+    A region whose id is a pending session's region id (on the same image and control) finishes
+    that object: its own record. The other regions fall back to their label: the pending
+    objects of that image, control and label that no id matched finish together, as one record
+    of the label (which of them made which region cannot be told) - unless the region's id
+    already names a finished record of this annotation (`lookup` reads records by key: a
+    replay, or an update after another object was clicked), which is no region of unknown
+    origin. A pending object no region matched stays pending."""
+    keys = {oid: ObjectKey.parse(oid) for oid in pending}
+    by_region = {(k.image, k.control, k.region): oid for oid, k in keys.items()
+                 if k is not None and k.region}
+    groups: dict[ObjectKey, tuple[list[str], list[str]]] = {}
+    unknown: list[tuple[ObjectKey, str]] = []
+    for obj, rid in sub.regions:
+        oid = by_region.get((obj.image, obj.control, rid)) if rid else None
+        if oid is None:
+            unknown.append((obj, rid))
+            continue
+        regions = groups.setdefault(keys[oid], ([oid], []))[1]  # type: ignore[index]
+        if rid not in regions:
+            regions.append(rid)
+    taken = {oid for oids, _ in groups.values() for oid in oids}
+    by_label: dict[ObjectKey, list[str]] = {}
+    for oid, k in keys.items():
+        if k is not None and oid not in taken:
+            by_label.setdefault(k.by_label, []).append(oid)
+    unknown = [(obj, rid) for obj, rid in unknown if obj in by_label]
+    named = [(obj, rid) for obj, rid in unknown if rid]
+    if named:
+        found = lookup([f"{sub.annotation}:{ObjectKey(o.image, o.control, o.label, rid).id}"
+                        for o, rid in named])
+        done = {(o, rid) for (o, rid), rec in zip(named, found, strict=True) if rec is not None}
+        unknown = [u for u in unknown if u not in done]
+    for obj, rid in unknown:
+        regions = groups.setdefault(obj, (by_label[obj], []))[1]
+        if rid and rid not in regions:
+            regions.append(rid)
+    return groups
+
+
+def _combined(parts: list[dict]) -> dict:
+    """Pending objects taken together (regions matched by label): their counts summed, from
+    the earliest first interaction to the latest, the version of the latest."""
+    if len(parts) == 1:
+        return parts[0]
+    first = min(parts, key=lambda p: p["first"])
+    last = max(parts, key=lambda p: p["last"])
+    return {"clicks": sum(p["clicks"] for p in parts), "tools": sum(p["tools"] for p in parts),
+            "first": first["first"], "last": last["last"], "version": last["version"],
+            "first_version": first["first_version"]}
 
 
 def _parse_pending(raw: dict) -> dict[str, dict]:

@@ -67,8 +67,11 @@ def test_clicks_then_the_annotation_webhook_are_counted_once(make_app, disk, que
                                                   project=project_id))
     assert r.status_code == 200
     store = app.extensions["clicksmith"].telemetry
-    assert store.pending(project) == {"objects": 2, "tasks": 2}
+    # the box started a new object (a region of its own): two on task 3, one on task 4
+    assert store.pending(project) == {"objects": 3, "tasks": 2}
 
+    # a region Label Studio stored under an id that is none of ours: matched by its label, it
+    # finishes both of task 3's objects as one (which made it cannot be told)
     submitted = {**answer, "id": "region-1", "from_name": "mask", "to_name": "image"}
     event = annotation_event(project, 3, 501, submitted)
     for _ in range(3):  # the webhook and two replays of it
@@ -134,3 +137,56 @@ def test_without_redis_telemetry_is_off_and_clicks_work(client, disk):
     r = client.post("/predict", json=predict_body(path, [keypoint(50, 50, W, H)]))
     assert r.status_code == 200
     assert metric_lines(client, "object_clicks") == []
+
+
+@pytest.mark.parametrize("auto_accept", [True, False], ids=["auto-accept-on", "auto-accept-off"])
+def test_two_objects_of_one_label_in_one_task_are_two_records(make_app, queue, redis_db,
+                                                              project_id, project, tmp_path_factory,
+                                                              auto_accept):
+    """The `pair` scene (two oranges, one label): a click on the first, a refining click on it,
+    a click on the second (a new session and region, backend.pipeline.next_object), then one
+    annotation holding both regions under the ids the answers carried. Each orange is its own
+    record with its own clicks (one record of 3 clicks before), and a replay counts nothing."""
+    import shutil
+
+    from tests.backend import test_instances as scene
+
+    path = tmp_path_factory.mktemp("pair") / "pair.png"
+    shutil.copyfile(scene.FIXTURES / "images" / "pair.png", path)
+    app = make_app(redis_url=REDIS_URL, queue_name=queue.name)
+    client = app.test_client()
+    (ay, ax), (by, bx) = scene.A_CENTRE, scene.B_CENTRE
+    a1, a2, b1 = scene.click(ay, ax), scene.click(ay - 10, ax + 8), scene.click(by, bx)
+    # Auto-Accept on: each click alone; off: the refinement holds both of the first object's
+    # clicks, then ✓ removes them and the second object's click comes alone
+    contexts = [[a1], [a2], [b1]] if auto_accept else [[a1], [a1, a2], [b1]]
+    answers = []
+    for context in contexts:
+        r = client.post("/predict", json=predict_body(str(path), context, task_id=7,
+                                                      project=project_id))
+        assert r.status_code == 200, r.json
+        (item,) = [i for i in r.json["results"][0]["result"] if i["type"] == "brushlabels"]
+        answers.append(item)
+    first, refined, second = answers
+    assert first["id"] == refined["id"] != second["id"]
+    store = app.extensions["clicksmith"].telemetry
+    assert store.pending(project) == {"objects": 2, "tasks": 1}
+
+    event = {"action": "ANNOTATION_CREATED", "project": {"id": project}, "task": {"id": 7},
+             "annotation": {"id": 700, "task": 7, "project": project, "was_cancelled": False,
+                            "result": [refined, second], "created_at": None,
+                            "updated_at": None}}
+    for _ in range(3):  # the webhook and two replays of it
+        r = client.post("/webhook", json=event)
+        assert r.status_code == 201
+    records = {r.region: r for r in store.objects(project)}
+    assert set(records) == {first["id"], second["id"]}
+    assert (records[first["id"]].clicks, records[first["id"]].tools) == (2, 0)
+    assert (records[second["id"]].clicks, records[second["id"]].tools) == (1, 0)
+    assert {(r.task, r.annotation, r.label) for r in records.values()} == {(7, 700, "Object")}
+    assert records[first["id"]].regions == [first["id"]]
+    assert store.pending(project) == {"objects": 0, "tasks": 0}
+    version = app.extensions["clicksmith"].model.model_version
+    count = [line for line in metric_lines(client, "object_clicks_count")
+             if f'model_version="{version}"' in line]
+    assert len(count) == 1 and count[0].endswith(" 2")  # two objects observed, once each

@@ -284,3 +284,74 @@ def test_a_bulk_event_finishes_only_the_objects_clicked(project):
     [(rec, new)] = t.finish(bulk, now=1010.0)
     assert (rec.task, rec.annotation, rec.clicks, rec.seconds, new) == (30, 230, 1, 10.0, True)
     assert t.finish(bulk, now=1020.0) == []
+
+
+def test_two_objects_of_one_label_are_two_records(project):
+    """An image with two objects of one label (issue 31): each session has a region id of its
+    own, and the annotation's regions are matched by it, so each object gets its own counts
+    (they were one record of the label, its clicks summed, before)."""
+    t = store()
+    a1, a2 = tm.ObjectKey("image", "mask", "Object", "ra"), tm.ObjectKey("image", "mask",
+                                                                          "Object", "rb")
+    t.record([click(project, 5, a1, "new")], at=1000.0)
+    t.record([click(project, 5, a1, "extend")], at=1004.0)  # a refinement of the first
+    t.record([click(project, 5, a2, "next")], at=1010.0)  # the second object's click
+    assert t.pending(project) == {"objects": 2, "tasks": 1}
+    event = webhook(project, 5, 80, [region(A, "ra"), region(A, "rb")],
+                    updated_at="1970-01-01T00:17:00Z")  # 1020 s
+    done = t.finish(event, now=1030.0)
+    got = sorted((r.region, r.label, r.clicks, r.tools, r.first, r.seconds, r.regions, new)
+                 for r, new in done)
+    assert got == [("ra", "Object", 2, 0, 1000.0, 20.0, ["ra"], True),
+                   ("rb", "Object", 1, 0, 1010.0, 10.0, ["rb"], True)]
+    for _ in range(3):  # replays: nothing pending, nothing counted twice
+        assert t.finish(event, now=1100.0) == []
+    assert sorted((r.region, r.clicks) for r in t.objects(project)) == [("ra", 2), ("rb", 1)]
+    assert t.pending(project) == {"objects": 0, "tasks": 0}
+    # one more click on the second object, then the annotation's update: only it is amended
+    t.record([click(project, 5, a2, "extend")], at=1200.0)
+    update = webhook(project, 5, 80, [region(A, "ra"), region(A, "rb")], "ANNOTATION_UPDATED",
+                     "1970-01-01T00:20:10Z")
+    [(amended, new)] = t.finish(update, now=1215.0)
+    assert (amended.region, amended.clicks, amended.updates, new) == ("rb", 2, 1, False)
+    assert sorted((r.region, r.clicks) for r in t.objects(project)) == [("ra", 2), ("rb", 2)]
+    [row] = tm.by_version(t.objects(project))
+    assert (row["objects"], row["clicks_median"]) == (2, 2.0)
+
+
+def test_regions_whose_id_is_not_ours_fall_back_to_the_label(project):
+    """A region id the backend never issued (Label Studio re-ided the region, it was painted
+    by hand) is matched by label: the pending objects of that label no id matched finish
+    together, as one record. A session whose region is not in the annotation (a suggestion
+    rejected with ✗) stays pending when every region is matched by id, and a replay does not
+    take the regions already finished for regions of unknown origin."""
+    t = store()
+    ra, rb, rc, rd = (tm.ObjectKey("image", "mask", "Object", r) for r in ("ra", "rb", "rc", "rd"))
+    t.record([click(project, 6, ra, "new")], at=1000.0)
+    t.record([click(project, 6, rb, "next")], at=1010.0)
+    t.record([click(project, 6, rb, "extend")], at=1011.0)
+    t.record([click(project, 6, rc, "next")], at=1020.0)  # stored re-ided, as "x1"
+    t.record([click(project, 6, rd, "next", clicks=2)], at=1030.0)  # rejected (✗)
+    t.record([click(project, 6, B, "stroke", clicks=0)], at=1040.0)  # no region id (older)
+    event = webhook(project, 6, 81, [region(A, "ra"), region(A, "rb"), region(A, "x1"),
+                                     region(B, "rB")])
+    done = {(r.label, r.region): (r.clicks, r.tools, r.regions, r.first)
+            for r, _ in t.finish(event, now=1100.0)}
+    assert done == {("Object", "ra"): (1, 0, ["ra"], 1000.0),
+                    ("Object", "rb"): (2, 0, ["rb"], 1010.0),
+                    ("Object", ""): (3, 0, ["x1"], 1020.0),  # rc and rd: one, by label
+                    ("Background", ""): (0, 1, ["rB"], 1040.0)}
+    assert t.pending(project) == {"objects": 0, "tasks": 0}
+    assert t.finish(event, now=1200.0) == []
+
+    # every region matched by id: the rejected session stays pending, replays or not
+    t.record([click(project, 7, ra, "new")], at=2000.0)
+    t.record([click(project, 7, rd, "next", clicks=2)], at=2010.0)  # rejected (✗)
+    event = webhook(project, 7, 82, [region(A, "ra")])
+    assert [(r.region, r.clicks) for r, _ in t.finish(event, now=2100.0)] == [("ra", 1)]
+    assert t.pending(project) == {"objects": 1, "tasks": 1}
+    for _ in range(2):
+        assert t.finish(event, now=2200.0) == []
+    assert t.pending(project) == {"objects": 1, "tasks": 1}
+    assert sorted((r.task, r.region, r.clicks) for r in t.objects(project)) == [
+        (6, "", 0), (6, "", 3), (6, "ra", 1), (6, "rb", 2), (7, "ra", 1)]

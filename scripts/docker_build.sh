@@ -50,16 +50,17 @@ if [ -z "$(torch_wheel)" ] && [ "$mode" != offline ]; then
   fi
 fi
 
+bash scripts/docker_base.sh "$BASE"
 if [ "$mode" = download ]; then
-  reqs=$(python3 - <<'PY'
-import tomllib
-p = tomllib.load(open("pyproject.toml", "rb"))["project"]
-print(" ".join([*p["dependencies"], *p["optional-dependencies"]["train"]]))
-PY
-)
-  # shellcheck disable=SC2086
-  python3 -m pip download -q -d "$extras/wheels" --find-links "$extras/wheels" \
-    "pip>=24" "setuptools>=68" $reqs "label-studio==1.23.2"
+  # Inside the base image, not on the host: pip must resolve for the images' Python (Debian's
+  # 3.11.2 needs wheels a newer host Python skips, e.g. redis's async-timeout).
+  docker run --rm --network host -v "$PWD:/src:ro" -v "$PWD/$extras:/extras" "$BASE" sh -c '
+    set -e
+    python3 -m venv /tmp/v
+    [ -s /extras/ca.pem ] && export PIP_CERT=/extras/ca.pem
+    reqs=$(python3 -c "import tomllib; p = tomllib.load(open(\"/src/pyproject.toml\", \"rb\"))[\"project\"]; print(\" \".join([*p[\"dependencies\"], *p[\"optional-dependencies\"][\"train\"]]))")
+    /tmp/v/bin/pip download -q --disable-pip-version-check -d /extras/wheels \
+      --find-links /extras/wheels "pip>=24" "setuptools>=68" $reqs "label-studio==1.23.2"'
   echo "wheels for an offline build: $extras/wheels ($(du -sh "$extras/wheels" | cut -f1))"
   exit 0
 fi
@@ -68,7 +69,6 @@ if [ "$mode" = offline ]; then
   touch "$extras/offline"
 fi
 
-bash scripts/docker_base.sh "$BASE"
 build() {  # build <tag> <dockerfile> [target]
   local tag=$1 file=$2 target=${3:-} t0=$SECONDS
   echo "building $tag"

@@ -13,6 +13,13 @@ With the standard phrase it read "400 Client Error: BAD REQUEST for url: ...". S
 is the reason phrase: "400 Client Error: the labeling config has no KeyPointLabels ... for url:
 ...". Why the log line: the backend's console held only access-log lines, so an admin could
 not see why a request was refused.
+
+The phrase carries no tag-like "<Name>": the Connect Model dialog puts the text into the page
+as sanitized HTML, so "no <KeyPointLabels> or <RectangleLabels> control points" read "no  or
+control points" there (seen in chromium, tests/e2e/test_browser_errors.py); the phrase says
+"KeyPointLabels". The JSON body and the log line keep the message as written. The labeling
+editor shows nothing at all for a refused click (README, "Where a refusal's reason
+shows").
 """
 
 from __future__ import annotations
@@ -45,10 +52,18 @@ def one_line(message: str) -> str:
     return re.sub(r"\s+", " ", str(message)).strip()
 
 
+# "<Name>" / "</Name>" / "<Name/>": a tag to an HTML sanitizer, which drops it; "<" before a
+# letter, "/", "!" or "?" opens one (the rest of the text up to ">" would vanish)
+_TAG = re.compile(r"</?([A-Za-z][\w.:-]*)\s*/?>")
+_TAG_OPEN = re.compile(r"<(?=[A-Za-z/!?])")
+
+
 def reason_phrase(message: str, limit: int = REASON_LIMIT) -> str:
     """The message as an HTTP reason phrase: one line of printable ASCII (what an HTTP status
-    line may hold; gunicorn and http.server refuse the rest), at most `limit` characters."""
-    text = one_line(message).translate(_ASCII)
+    line may hold; gunicorn and http.server refuse the rest), at most `limit` characters, with
+    no HTML tag in it ("<KeyPointLabels>" -> "KeyPointLabels"; Label Studio's Connect Model
+    dialog shows the text as sanitized HTML, which would drop the tag)."""
+    text = _TAG_OPEN.sub("< ", _TAG.sub(r"\1", one_line(message))).translate(_ASCII)
     text = "".join(c if " " <= c <= "~" else "?" for c in text)
     if len(text) > limit:
         text = text[: limit - 3].rstrip() + "..."

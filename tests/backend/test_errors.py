@@ -238,11 +238,14 @@ def test_label_studio_shows_the_reason_of_a_refused_setup_and_predict(served, tm
 
 
 def test_the_body_keeps_the_whole_message_and_the_status_line_its_reason(client):
+    from backend.errors import reason_phrase
+
     no_prompt = '<View><Image name="image" value="$image"/><BrushLabels name="b" ' \
                 'toName="image"><Label value="A"/></BrushLabels></View>'
     r = client.post("/setup", json={"project": "1.1", "schema": no_prompt})
-    message = refused(r, 400, "KeyPointLabels")
-    assert r.status == f"400 {message}"
+    message = refused(r, 400, "<KeyPointLabels>")
+    assert r.status == f"400 {reason_phrase(message)}"
+    assert "KeyPointLabels" in r.status and "<" not in r.status  # shown as HTML: no tags
     assert set(r.json) == {"error", "status"}
 
 
@@ -259,6 +262,20 @@ def test_reason_phrases_are_what_an_http_status_line_may_hold():
     assert reason_phrase("two\nlines") == "two lines"
     assert reason_phrase("bounds 0…1 → 2") == "bounds 0...1 -> 2"
     assert reason_phrase("x" * 5000).endswith("...")
+
+
+def test_reason_phrases_hold_no_html_tag():
+    """Label Studio's Connect Model dialog shows the text as sanitized HTML: a "<Tag>" vanished
+    from it ("no  or  control points"), so the phrase names the tag without brackets."""
+    from backend.errors import reason_phrase
+
+    assert reason_phrase("no <KeyPointLabels> or <RectangleLabels> control points") == \
+        "no KeyPointLabels or RectangleLabels control points"
+    assert reason_phrase("no <Image/> in </View>") == "no Image in View"
+    assert reason_phrase("set KEY=<label studio host> or <!x") == \
+        "set KEY=< label studio host> or < !x"
+    assert reason_phrase("0 < x <= 5, y > 2 -> ok") == "0 < x <= 5, y > 2 -> ok"
+    assert reason_phrase("≤ 5") == "<= 5"
 
 
 def test_every_refusal_is_logged_once_with_endpoint_and_task(client, make_app, disk, caplog):

@@ -294,3 +294,23 @@ def create_project(ls, ls_server, backend, title: str, stems=IMAGES,
 @pytest.fixture(scope="session")
 def project(ls, ls_server, backend) -> Project:
     return create_project(ls, ls_server, backend, "clicksmith e2e")
+
+
+# --- the browser ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's chromium, headless, through Playwright (tests/e2e/browser.py drives the editor);
+    skips, naming the fix, where either is missing."""
+    from tests.e2e.browser import ARGS, CHROMIUM
+
+    sync_api = pytest.importorskip("playwright.sync_api",
+                                   reason="playwright is in the test extra")
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"no chromium at {CHROMIUM}: install it with `bash scripts/install_chromium.sh`"
+                    " (Debian's package, as root) or point CLICKSMITH_CHROMIUM at one")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        try:
+            yield b
+        finally:
+            b.close()

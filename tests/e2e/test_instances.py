@@ -21,7 +21,6 @@ only outside the regions on screen, as an annotator must.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -29,12 +28,8 @@ import pytest
 from label_studio_sdk.converter.brush import decode_rle
 from scipy import ndimage
 
+from tests.e2e.browser import Editor, browser_page
 from tests.e2e.conftest import FIXTURES, create_project, read_rgb, wait_until
-from tests.e2e.test_browser import (
-    SELECTED_LABELS,
-    Steps,
-    browser,  # noqa: F401 (the module's chromium fixture)
-)
 from tests.e2e.test_label_studio import deepest_point, iou
 
 pytestmark = pytest.mark.e2e
@@ -66,160 +61,69 @@ def beside(mask: np.ndarray, obj: np.ndarray, other: np.ndarray) -> tuple[int, i
     return int(ys[k]), int(xs[k])
 
 
-class Editor:
-    """Label Studio's labeling editor in a page, driven as an annotator does."""
-
-    def __init__(self, page, steps: Steps, shape: tuple[int, int]) -> None:
-        self.page, self.steps, (self.h, self.w) = page, steps, shape
-        self.requests: list[dict] = []
-        self.answers: list[dict] = []
-        page.on("response", self._on_response)
-
-    def _on_response(self, resp) -> None:
-        if "/interactive-annotating" in resp.url and resp.request.method == "POST":
-            self.requests.append(json.loads(resp.request.post_data or "{}"))
-            self.answers.append(resp.json())
-
-    def login(self, server) -> None:
-        page = self.page
-        page.goto(f"{server.url}/user/login/")
-        page.fill("input[name=email]", server.username)
-        page.fill("input[name=password]", server.password)
-        page.click("button[type=submit]")
-        page.wait_for_url(lambda url: "/user/login" not in url, timeout=60_000)
-
-    def open(self, server, project: int, task: int, auto_accept: bool) -> None:
-        page = self.page
-        page.goto(f"{server.url}/projects/{project}/data?task={task}")
-        page.wait_for_function("() => window.Htx && window.Htx.annotationStore"
-                               " && window.Htx.annotationStore.selected", timeout=120_000)
-        self.img = page.locator(".lsf-main-view img, [class*=image] img").first
-        self.img.wait_for(state="visible", timeout=60_000)
-        page.wait_for_function("(el) => el.complete && el.naturalWidth > 0",
-                               arg=self.img.element_handle(), timeout=60_000)
-        page.get_by_test_id("bottombar-auto-annotation-toggle").set_checked(True, force=True)
-        page.get_by_test_id("bottombar-auto-accept-toggle").set_checked(auto_accept, force=True)
-        flags = page.evaluate("() => [window.Htx.autoAnnotation, window.Htx.autoAcceptSuggestions]")
-        assert flags == [True, auto_accept], flags
-        page.keyboard.press("3")
-        page.locator(".lsf-toolbar__group > button.lsf-tool_smart").first.hover()
-        page.locator(".lsf-toolbar__smart button[aria-label=key-point-tool]").click()
-        page.mouse.move(10, 10)
-        self.steps.shot("task-open")
-
-    def click(self, y: int, x: int, name: str) -> dict:
-        """A smart keypoint at pixel (y, x) with the label "Object"; the backend's answer."""
-        page = self.page
-        if page.evaluate(SELECTED_LABELS) != ["Object"]:
-            page.keyboard.press("3")  # the editor drops the label after each new region
-        assert page.evaluate(SELECTED_LABELS) == ["Object"]
-        box = self.img.bounding_box()
-        at = (box["x"] + (x + 0.5) * box["width"] / self.w,
-              box["y"] + (y + 0.5) * box["height"] / self.h)
-        before = len(self.answers)
-        with page.expect_response(lambda r: "/interactive-annotating" in r.url, timeout=120_000):
-            page.mouse.click(*at)
-        wait_until(lambda: len(self.answers) > before, 30, "the interactive answer")
-        page.wait_for_timeout(1500)  # let the editor apply it
-        self.steps.shot(name)
-        answer = self.answers[-1]
-        assert "data" in answer, f"no mask came back: {answer}"
-        return answer
-
-    def sent_keypoints(self) -> int:
-        return sum(r["type"] == "keypointlabels" for r in self.requests[-1]["context"]["result"])
-
-    def accept(self, name: str) -> None:
-        """✓ on the suggestion (Auto-Accept off)."""
-        self.page.locator(".lsf-auto-accept__action_type_accept").click()
-        self.page.wait_for_timeout(800)
-        self.steps.shot(name)
-
-    def brush_regions(self) -> list[str]:
-        return self.page.evaluate("""() => window.Htx.annotationStore.selected.regions
-            .filter(r => r.type === 'brushregion').map(r => r.id)""")
-
-    def suggestions(self) -> int:
-        return self.page.evaluate("""() => {
-            const s = window.Htx.annotationStore.selected.suggestions;
-            return s ? s.size : 0; }""")
-
-    def submit(self) -> None:
-        self.page.locator("button[aria-label='Submit current annotation']").click()
-        self.page.wait_for_timeout(1500)
-        self.steps.shot("submitted")
-
-
 @pytest.mark.parametrize("auto_accept", [True, False], ids=["auto-accept-on", "auto-accept-off"])
-def test_two_objects_of_one_label_are_two_regions(ls, ls_server, backend, browser,  # noqa: F811
-                                                  tmp_path, auto_accept):
+def test_two_objects_of_one_label_are_two_regions(ls, ls_server, backend, browser, tmp_path,
+                                                  auto_accept):
     mode = "on" if auto_accept else "off"
     project = create_project(ls, ls_server, backend, f"clicksmith instances {mode}",
                              stems=("pair",))
     ls.projects.update(project.id, show_collab_predictions=False)
     task_id = project.tasks["pair"]
     g1, g2 = (read_rgb(FIXTURES / "masks" / f"pair-{k}.png")[:, :, 0] > 127 for k in (1, 2))
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    page = context.new_page()
-    steps = Steps(page, tmp_path)
-    editor = Editor(page, steps, g1.shape)
     ious: dict[str, float] = {}
-    try:
-        editor.login(ls_server)
-        editor.open(ls_server, project.id, task_id, auto_accept)
-
-        # the first orange, then a second click beside its mask: one object, one region
-        first = _brush_of(editor.click(*deepest_point(g1), "object-1"))
-        m1 = _mask(first)
-        ious["object 1, click 1"] = iou(m1, g1)
-        y, x = beside(m1, g1, g2)
-        refined = _brush_of(editor.click(y, x, "object-1-refined"))
-        assert editor.sent_keypoints() == (1 if auto_accept else 2)
-        assert refined["id"] == first["id"], "a refining click must keep the object's region"
-        m1 = _mask(refined)
-        ious["object 1, click 2"] = iou(m1, g1)
-        assert m1[y, x] or not g1[y, x], "a click on a missed part of the object must add it"
-        if auto_accept:  # each answer was accepted: still one region, updated in place
-            assert len(editor.brush_regions()) == 1, editor.brush_regions()
-        else:
-            assert editor.brush_regions() == [] and editor.suggestions() == 1
-            editor.accept("object-1-accepted")
-            assert len(editor.brush_regions()) == 1
-
-        # the second orange: a new object, a region of its own
-        second = _brush_of(editor.click(*deepest_point(g2), "object-2"))
-        assert editor.sent_keypoints() == 1
-        assert second["id"] != first["id"], "the second object needs a region of its own"
-        m2 = _mask(second)
-        ious["object 2"] = iou(m2, g2)
-        ious["object 2 against object 1"] = iou(m2, g1)
-        if not auto_accept:
-            editor.accept("object-2-accepted")
-        assert len(editor.brush_regions()) == 2, editor.brush_regions()
-
-        # submitted: the stored annotation holds the two objects, each its own region
-        editor.submit()
-        annotations = wait_until(lambda: list(ls.annotations.list(id=task_id)), 30,
-                                 "the submitted annotation")
-        (annotation,) = annotations
-        masks = [_mask(r) for r in annotation.result if r["type"] == "brushlabels"]
-        assert len(masks) == 2, f"{len(masks)} brush regions stored"
-        stored = sorted(masks, key=lambda m: -iou(m, g1))
-        ious["stored 1"], ious["stored 2"] = iou(stored[0], g1), iou(stored[1], g2)
-        RESULTS[mode] = ious
-        print(f"\nAuto-Accept {mode}: " + ", ".join(f"{k} IoU {v:.3f}" for k, v in ious.items()))
-        assert ious["object 2 against object 1"] < 0.2, "the second region took the first object"
-        assert ious["stored 1"] >= MIN_IOU and ious["stored 2"] >= MIN_IOU, ious
-    except Exception:
+    with browser_page(browser, tmp_path) as (page, steps):
+        editor = Editor(page, steps, g1.shape)
         try:
-            steps.shot("failure")
-            (tmp_path / "page.html").write_text(page.content())
-        except Exception:  # noqa: BLE001 - the original failure matters, not this one
-            pass
-        print(f"\nbrowser artifacts in {tmp_path}; IoUs so far: {ious}")
-        raise
-    finally:
-        context.close()
+            editor.login(ls_server)
+            editor.open(ls_server, project.id, task_id, auto_accept)
+
+            # the first orange, then a second click beside its mask: one object, one region
+            first = _brush_of(editor.click(*deepest_point(g1), "object-1"))
+            m1 = _mask(first)
+            ious["object 1, click 1"] = iou(m1, g1)
+            y, x = beside(m1, g1, g2)
+            refined = _brush_of(editor.click(y, x, "object-1-refined"))
+            assert editor.sent_keypoints() == (1 if auto_accept else 2)
+            assert refined["id"] == first["id"], "a refining click must keep the object's region"
+            m1 = _mask(refined)
+            ious["object 1, click 2"] = iou(m1, g1)
+            assert m1[y, x] or not g1[y, x], "a click on a missed part of the object must add it"
+            if auto_accept:  # each answer was accepted: still one region, updated in place
+                assert len(editor.brush_regions()) == 1, editor.brush_regions()
+            else:
+                assert editor.brush_regions() == [] and editor.suggestions() == 1
+                editor.accept("object-1-accepted")
+                assert len(editor.brush_regions()) == 1
+
+            # the second orange: a new object, a region of its own
+            second = _brush_of(editor.click(*deepest_point(g2), "object-2"))
+            assert editor.sent_keypoints() == 1
+            assert second["id"] != first["id"], "the second object needs a region of its own"
+            m2 = _mask(second)
+            ious["object 2"] = iou(m2, g2)
+            ious["object 2 against object 1"] = iou(m2, g1)
+            if not auto_accept:
+                editor.accept("object-2-accepted")
+            assert len(editor.brush_regions()) == 2, editor.brush_regions()
+
+            # submitted: the stored annotation holds the two objects, each its own region
+            editor.submit()
+            annotations = wait_until(lambda: list(ls.annotations.list(id=task_id)), 30,
+                                     "the submitted annotation")
+            (annotation,) = annotations
+            masks = [_mask(r) for r in annotation.result if r["type"] == "brushlabels"]
+            assert len(masks) == 2, f"{len(masks)} brush regions stored"
+            stored = sorted(masks, key=lambda m: -iou(m, g1))
+            ious["stored 1"], ious["stored 2"] = iou(stored[0], g1), iou(stored[1], g2)
+            RESULTS[mode] = ious
+            print(f"\nAuto-Accept {mode}: "
+                  + ", ".join(f"{k} IoU {v:.3f}" for k, v in ious.items()))
+            assert ious["object 2 against object 1"] < 0.2, \
+                "the second region took the first object"
+            assert ious["stored 1"] >= MIN_IOU and ious["stored 2"] >= MIN_IOU, ious
+        except BaseException:
+            print(f"\nIoUs so far: {ious}")
+            raise
 
 
 def test_fixture_masks_are_the_scene():

@@ -14,29 +14,23 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests.e2e.browser import Editor, browser_page
 from tests.e2e.conftest import FIXTURES, create_project, read_rgb
-from tests.e2e.test_browser import (
-    Steps,
-    browser,  # noqa: F401 (the module's chromium fixture)
-)
-from tests.e2e.test_instances import Editor, _brush_of, _mask
+from tests.e2e.test_instances import _brush_of, _mask
 from tests.e2e.test_label_studio import deepest_point
 
 pytestmark = pytest.mark.e2e
 
 
 def test_a_click_over_a_prelabel_selects_it_and_hidden_it_is_refined(
-        ls, ls_server, backend, browser, tmp_path):  # noqa: F811
+        ls, ls_server, backend, browser, tmp_path):
     project = create_project(ls, ls_server, backend, "clicksmith prelabel click",
                              stems=("pair",))
     assert ls.projects.get(id=project.id).show_collab_predictions  # Label Studio's default
     task_id = project.tasks["pair"]
     g1 = read_rgb(FIXTURES / "masks" / "pair-1.png")[:, :, 0] > 127
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    page = context.new_page()
-    steps = Steps(page, tmp_path)
-    editor = Editor(page, steps, g1.shape)
-    try:
+    with browser_page(browser, tmp_path) as (page, steps):
+        editor = Editor(page, steps, g1.shape)
         editor.login(ls_server)
         editor.open(ls_server, project.id, task_id, auto_accept=False)
         page.wait_for_function("""() => window.Htx.annotationStore.selected.regions
@@ -51,10 +45,7 @@ def test_a_click_over_a_prelabel_selects_it_and_hidden_it_is_refined(
 
         # a click over it: the editor selects the region; no keypoint, no request
         page.keyboard.press("3")
-        box = editor.img.bounding_box()
-        h, w = g1.shape
-        page.mouse.click(box["x"] + (x + 0.5) * box["width"] / w,
-                         box["y"] + (y + 0.5) * box["height"] / h)
+        page.mouse.click(*editor.at(y, x))
         page.wait_for_timeout(2000)
         steps.shot("click-over-prelabel")
         assert editor.requests == [], "a click over a region must not reach the backend"
@@ -79,13 +70,3 @@ def test_a_click_over_a_prelabel_selects_it_and_hidden_it_is_refined(
         print(f"\npre-label {int(prelabel.sum())} px; after the click over the hidden "
               f"pre-label {int(mask.sum())} px, {int((mask & prelabel).sum())} of them in it")
         assert np.any(mask & prelabel)
-    except Exception:
-        try:
-            steps.shot("failure")
-            (tmp_path / "page.html").write_text(page.content())
-        except Exception:  # noqa: BLE001 - the original failure matters, not this one
-            pass
-        print(f"\nbrowser artifacts in {tmp_path}")
-        raise
-    finally:
-        context.close()

@@ -135,6 +135,7 @@ def test_retrain_promoted_then_rejected_then_failed(gate_env, workers, tmp_path)
     _scores_file().write_text(json.dumps({"candidate": 3.5, "serving": 3.0}))
     versions_before = {v["version"] for v in registry.list_versions(settings)}
     job = _run_in_worker(gate_env, workers, finetune=fake_finetune, evaluate=fake_evaluate)
+    assert job.get_status(refresh=True) == "finished", job.exc_info
     record = job.return_value()
     assert record["status"] == "rejected" and record["worse_on"] == ["holdout"]
     assert registry.current_version(settings) == v1
@@ -168,8 +169,10 @@ def test_registry_rejects_bad_names_and_missing_weights(env):
 
 
 @pytest.mark.slow
-def test_retrain_with_the_real_training_and_evaluation_code(gate_env, tmp_path):
+def test_retrain_with_the_real_training_and_evaluation_code(gate_env, monkeypatch, tmp_path):
     """One fine-tuning iteration and real NoC evaluation: the adapters fit cdnet's API."""
+    monkeypatch.setenv("RETRAIN_MIN_HOLDOUT", "1")
+    monkeypatch.setenv("RETRAIN_CROP", "64")
     settings = load_settings()
     v0 = _seed_registry(settings, tmp_path)
     _corrections(settings, n_tasks=6)

@@ -288,13 +288,10 @@ def measure_forgetting(args, static, serving_predictor) -> dict:
     return forgetting
 
 
-def forgetting_only(args: argparse.Namespace) -> int:
-    stem = Path(args.out) if args.out else RESULTS / ("adaptation" + (f"_{args.tag}"
-                                                                       if args.tag else ""))
-    res = json.loads(stem.with_suffix(".json").read_text())
-    work = Path(args.work)
-    env = {"MODEL_REGISTRY": str(work / "models"), "TORCH_THREADS": str(args.threads),
-           "REDIS_URL": ""}
+def _use_settings(args: argparse.Namespace, **env: str) -> dict[str, str]:
+    """Settings through the environment, as the jobs read them: `env`, the thread count, no
+    Redis, then every --set KEY=VALUE; torch on that many threads. Returns what was set."""
+    env = {**env, "TORCH_THREADS": str(args.threads), "REDIS_URL": ""}
     for item in args.set:
         key, _, value = item.partition("=")
         env[key.strip().upper()] = value.strip()
@@ -302,6 +299,15 @@ def forgetting_only(args: argparse.Namespace) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
+    return env
+
+
+def forgetting_only(args: argparse.Namespace) -> int:
+    stem = Path(args.out) if args.out else RESULTS / ("adaptation" + (f"_{args.tag}"
+                                                                       if args.tag else ""))
+    res = json.loads(stem.with_suffix(".json").read_text())
+    work = Path(args.work)
+    _use_settings(args, MODEL_REGISTRY=str(work / "models"))
     from clicksmith import registry
     from clicksmith.settings import load_settings
 
@@ -319,15 +325,8 @@ def forgetting_only(args: argparse.Namespace) -> int:
 def retrain_only(args: argparse.Namespace) -> int:
     base = json.loads(Path(args.retrain_only).read_text())
     work = Path(args.work)
-    env = {"MODEL_REGISTRY": str(work / "models"), "CORRECTIONS_ROOT": str(work / "corrections"),
-           "TORCH_THREADS": str(args.threads), "REDIS_URL": "", "TELEMETRY": "false"}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        env[key.strip().upper()] = value.strip()
-    os.environ.update(env)
-    import torch
-
-    torch.set_num_threads(args.threads)
+    env = _use_settings(args, MODEL_REGISTRY=str(work / "models"),
+                        CORRECTIONS_ROOT=str(work / "corrections"), TELEMETRY="false")
     from clicksmith import registry
     from clicksmith.settings import load_settings
     from review.retrain import retrain_job
@@ -390,19 +389,12 @@ def _main(args: argparse.Namespace, finetune, evaluate) -> int:
     ds = Dataset(folder)
     sample_ids = remaining_sample(stream, used_images, args.remaining, args.seed)
     fake, server = start_label_studio(stream, project_id)
-    env = {"MODEL_REGISTRY": str(work / "models"), "CORRECTIONS_ROOT": str(work / "corrections"),
-           "LABEL_STUDIO_URL": fake.url, "LABEL_STUDIO_API_KEY": "test-legacy-token",
-           "REDIS_URL": "", "TORCH_THREADS": str(args.threads), "TELEMETRY": "false"}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        env[key.strip().upper()] = value.strip()
-    os.environ.update(env)
+    _use_settings(args, MODEL_REGISTRY=str(work / "models"),
+                  CORRECTIONS_ROOT=str(work / "corrections"), LABEL_STUDIO_URL=fake.url,
+                  LABEL_STUDIO_API_KEY="test-legacy-token", TELEMETRY="false")
     from clicksmith.models import reset_process_service
 
     reset_process_service()
-    import torch
-
-    torch.set_num_threads(args.threads)
     from clicksmith import registry
     from clicksmith.settings import load_settings
     from review.retrain import RetrainError, retrain_job

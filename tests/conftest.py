@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -52,3 +54,19 @@ def fake_ls():
     server = ServerThread(fake).start()
     yield fake
     server.stop()
+
+
+@contextmanager
+def real_redis(url: str) -> Iterator:
+    """A client of the real Redis server at `url` (tests never mock it); the test skips, saying
+    why, when no server answers there."""
+    redis = pytest.importorskip("redis")
+    client = redis.Redis.from_url(url)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        pytest.skip(f"needs the Redis server at {url} ({exc})")
+    try:
+        yield client
+    finally:
+        client.close()

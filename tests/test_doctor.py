@@ -15,6 +15,7 @@ from flask import jsonify
 
 from clicksmith.cli import main
 from tests.adapter.fakehttp import FakeHost
+from tests.conftest import real_redis
 from tests.review.lsfake import API_KEY, FakeLabelStudio, ServerThread
 
 REDIS_BASE = "redis://127.0.0.1:6379/13"  # a db of its own; each test has its own queue name
@@ -79,14 +80,8 @@ class World:
 
 @pytest.fixture
 def redis_conn():
-    redis = pytest.importorskip("redis")
-    conn = redis.Redis.from_url(REDIS_BASE)
-    try:
-        conn.ping()
-    except redis.RedisError as exc:
-        pytest.skip(f"needs the Redis server at 127.0.0.1:6379 ({exc})")
-    yield conn
-    conn.close()
+    with real_redis(REDIS_BASE) as conn:
+        yield conn
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import pytest
 
 from backend.app import create_app
 from clicksmith.settings import load_settings
+from tests.conftest import real_redis
 
 REDIS_URL = "redis://127.0.0.1:6379/15"  # a db of its own for backend tests
 
@@ -62,14 +63,8 @@ def client(make_app):
 
 @pytest.fixture
 def redis_db() -> Iterator:
-    redis = pytest.importorskip("redis")
-    r = redis.Redis.from_url(REDIS_URL)
-    try:
-        r.ping()
-    except redis.RedisError as exc:
-        pytest.skip(f"needs the Redis server at 127.0.0.1:6379 ({exc})")
-    yield r
-    r.close()
+    with real_redis(REDIS_URL) as r:
+        yield r
 
 
 @pytest.fixture

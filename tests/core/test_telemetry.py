@@ -14,6 +14,7 @@ import pytest
 
 from clicksmith import telemetry as tm
 from clicksmith.settings import load_settings
+from tests.conftest import real_redis
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
 A = tm.ObjectKey("image", "mask", "Object")
@@ -22,14 +23,8 @@ B = tm.ObjectKey("image", "mask", "Background")
 
 @pytest.fixture
 def conn():
-    redis = pytest.importorskip("redis")
-    r = redis.Redis.from_url(REDIS_URL)
-    try:
-        r.ping()
-    except redis.RedisError as exc:
-        pytest.fail(f"real Redis at 127.0.0.1:6379 is needed: {exc}")
-    yield r
-    r.close()
+    with real_redis(REDIS_URL) as r:
+        yield r
 
 
 @pytest.fixture

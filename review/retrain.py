@@ -41,6 +41,7 @@ import zlib
 from collections.abc import Callable
 from pathlib import Path
 
+from cdnet.model.files import version_of
 from clicksmith import registry
 from clicksmith.settings import Settings, load_settings
 from review.corrections import corrections_root, project_dir, read_manifest
@@ -117,13 +118,6 @@ def _accepts(fn: Callable, name: str) -> bool:
 
 
 # --- helpers -----------------------------------------------------------------------------------
-
-
-def model_version_of(weights: Path) -> str:
-    """The version name the predictor reports for a weights file (cdnet.model.io's rule)."""
-    from cdnet.model.io import file_digest
-
-    return f"cdnet-mnv2-{file_digest(weights)}"
 
 
 def _task_hash(project: str, task_id: int) -> int:
@@ -623,7 +617,7 @@ def _run(settings: Settings, project_id: int | None, iterations: int, finetune: 
             metrics[name][role] = (evaluate(weights, folder, on_object=on_object)
                                    if with_progress else evaluate(weights, folder))
     out["evaluate_seconds"] = round(time.monotonic() - began, 1)
-    version = model_version_of(Path(candidate))
+    version = version_of(Path(candidate))
     out.update(metrics=metrics, candidate_version=version, tolerance=tolerance)
     status, verdicts, why = decide(metrics, need, tolerance)
     out.update(not_worse=verdicts, decision=why)

@@ -33,7 +33,7 @@ from cdnet.eval.cli import SWITCH_RUNS  # noqa: E402
 from cdnet.eval.metrics import noc, paired_difference, summarize  # noqa: E402
 from cdnet.eval.noc import evaluate  # noqa: E402
 from cdnet.fileio import atomic_write_bytes  # noqa: E402
-from cdnet.inference.predictor import load_predictor  # noqa: E402
+from cdnet.inference.predictor import DROP_FAR_MODES, load_predictor  # noqa: E402
 from cdnet.inference.runner import FlipAveraged  # noqa: E402
 from cdnet.train.cli import DEFAULT_DATASETS  # noqa: E402
 from cdnet.train.data import split_folders  # noqa: E402
@@ -77,17 +77,26 @@ def per_source(result: dict, sources: list[str]) -> dict:
     ious: dict[str, list] = {}
     for obj, src in zip(result["per_object"], sources, strict=True):
         ious.setdefault(src, []).append(obj["ious"])
-    rows = {src: {"objects": len(v), "noc90": summarize(v, result["max_clicks"])["noc90"]}
-            for src, v in ious.items()}
+    rows = {}
+    for src, v in ious.items():
+        got = summarize(v, result["max_clicks"])
+        rows[src] = {"objects": len(v), "noc90": got["noc90"], "miou@1": round(got["miou@1"], 4)}
     return {"per_source": rows,
             "noc90_source_mean": sum(r["noc90"] for r in rows.values()) / len(rows)}
+
+
+def first_click_text(result: dict) -> str:
+    """`, far pieces 12%`: the share of first-click masks with a far piece (empty starts)."""
+    first = result.get("first_click")
+    return "" if first is None else f", far pieces {first['with_far']:.0%}"
 
 
 def column_name(run: dict) -> str:
     """The label of a run's column (view sizes, progressive join, flip): `320/320 join 8 flip`."""
     join = run["progressive_join"]
+    drop = run.get("drop_far", "off")
     return (f"{run['base_size']}/{run['zoom_size']}" + ("" if join is None else f" join {join:g}")
-            + (" flip" if run["flip"] else ""))
+            + (" flip" if run["flip"] else "") + ("" if drop == "off" else f" drop-far {drop}"))
 
 
 def differences(runs: list[dict]) -> list[str]:
@@ -108,6 +117,25 @@ def differences(runs: list[dict]) -> list[str]:
     return lines
 
 
+def drop_far_differences(runs: list[dict]) -> list[str]:
+    """Each `--drop-far` column against the same weights' and settings' column without it:
+    NoC@90 and IoU after one click, paired over the same objects (how drop-far is chosen: it
+    stays off unless both improve)."""
+    plain = {(r["weights"], column_name({**r, "drop_far": "off"})): r
+             for r in runs if r["drop_far"] == "off"}
+    lines = []
+    for r in runs:
+        ref = plain.get((r["weights"], column_name({**r, "drop_far": "off"})))
+        if r["drop_far"] == "off" or ref is None:
+            continue
+        n_mean, n_se = paired_difference(ref["noc90_per_object"], r["noc90_per_object"])
+        i_mean, i_se = paired_difference(ref["iou1_per_object"], r["iou1_per_object"])
+        r["drop_far_vs_off"] = {"noc90": [n_mean, n_se], "iou1": [i_mean, i_se]}
+        lines.append(f"{r['weights']} {column_name(r)} vs drop-far off: NoC@90 {n_mean:+.3f} +- "
+                     f"{n_se:.3f}, IoU@1 {i_mean:+.4f} +- {i_se:.4f}")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("weights", nargs="+", help="weights files (.pt) to compare")
@@ -119,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="progressive_join values to compare (network px; default: configured)")
     ap.add_argument("--flip", choices=["off", "on", "both"], default="off",
                     help="test-time flip averaging (both: one column each)")
+    ap.add_argument("--drop-far", nargs="+", choices=DROP_FAR_MODES, default=["off"],
+                    help="drop far pieces no positive click explains (cdnet.inference.pieces): "
+                         "one column per mode")
     ap.add_argument("--extra", type=int, default=3, help="further objects per held-out image")
     ap.add_argument("--max-objects", type=int, help="only the first N objects (smoke runs)")
     ap.add_argument("--threads", type=int, default=2)
@@ -146,23 +177,26 @@ def main(argv: list[str] | None = None) -> int:
         base = load_predictor(w, progressive=progressive, backend=args.backend,
                               threads=args.threads, flip=False)
         row = [w + ":"]
-        for (b, z), join, flip in itertools.product(args.sizes, joins, flips):
+        for (b, z), join, flip, drop in itertools.product(args.sizes, joins, flips,
+                                                          args.drop_far):
             join = base.progressive_join if join is None else join
             runner = FlipAveraged(base.runner) if flip else base.runner
             p = dataclasses.replace(base, runner=runner, base_size=b, zoom_size=z,
-                                    progressive_join=join)
+                                    progressive_join=join, drop_far=drop)
             run = {"weights": w, "runner": type(base.runner).__name__,
-                   "base_size": b, "zoom_size": z, "flip": flip,
+                   "base_size": b, "zoom_size": z, "flip": flip, "drop_far": drop,
                    "progressive_join": join if progressive else None}
             name = column_name(run)
             r = evaluate(p, samples, args.mode, label=f"{w}@{name}", progressive=progressive)
             r.update(per_source(r, sources))
-            r["noc90_per_object"] = [noc(o["ious"], 0.90, r["max_clicks"])
-                                     for o in r.pop("per_object")]
+            objects = r.pop("per_object")
+            r["noc90_per_object"] = [noc(o["ious"], 0.90, r["max_clicks"]) for o in objects]
+            r["iou1_per_object"] = [o["ious"][0] for o in objects]
             runs.append({**run, **r})
-            row.append(f"{name} {r['noc90']:.2f} (source mean {r['noc90_source_mean']:.2f})")
+            row.append(f"{name} {r['noc90']:.2f} (source mean {r['noc90_source_mean']:.2f}"
+                       f", mIoU@1 {r['miou@1']:.3f}" + first_click_text(r) + ")")
         print("  ".join(row))
-    for line in differences(runs):
+    for line in differences(runs) + drop_far_differences(runs):
         print(line)
     atomic_write_bytes(Path(args.out), json.dumps(runs, indent=1).encode())
     return 0

@@ -29,6 +29,7 @@ from cdnet.eval.clicker import next_click
 from cdnet.eval.datasets import Dataset, Sample
 from cdnet.eval.metrics import MAX_CLICKS, iou, summarize
 from cdnet.eval.prior import degrade
+from cdnet.inference.pieces import piece_stats
 
 MODES = ("empty", "prior")
 THRESHOLD = 0.5
@@ -43,6 +44,7 @@ class ObjectRun:
     clicks: list[Click] = field(default_factory=list)
     seconds: float = 0.0
     prior_iou: float | None = None
+    first_pieces: dict | None = None  # empty start: the first mask's stray pieces (piece_stats)
 
     def to_dict(self) -> dict:
         d: dict[str, Any] = {
@@ -53,6 +55,8 @@ class ObjectRun:
         }
         if self.prior_iou is not None:
             d["prior_iou"] = round(self.prior_iou, 5)
+        if self.first_pieces is not None:
+            d["first_pieces"] = self.first_pieces
         return d
 
     @classmethod
@@ -61,7 +65,7 @@ class ObjectRun:
         return cls(str(d["name"]), [float(v) for v in d["ious"]],
                    [Click(int(y), int(x), bool(pos)) for y, x, pos in d["clicks"]],
                    float(d["seconds"]), None if d.get("prior_iou") is None
-                   else float(d["prior_iou"]))
+                   else float(d["prior_iou"]), d.get("first_pieces"))
 
 
 def _prediction(result: Any) -> np.ndarray:
@@ -113,6 +117,8 @@ def run_object(
         if pred.shape != gt.shape:
             raise ValueError(f"{sample.name}: prediction {pred.shape} != ground truth {gt.shape}")
         run.ious.append(iou(pred, gt, ignore))
+        if prior is None and len(run.clicks) == 1:
+            run.first_pieces = piece_stats(pred, run.clicks)
         if stop_iou is not None and run.ious[-1] >= stop_iou:
             break
     if not run.ious:  # the start mask was already perfect: it scores as itself after click 1
@@ -214,7 +220,20 @@ def evaluate(
     }
     if mode == "prior":
         out.update(prior_target_iou=prior_iou, seed=seed)
+    firsts = [r.first_pieces for r in runs if r.first_pieces is not None]
+    if firsts:
+        out["first_click"] = first_click_pieces(firsts)
     return out
+
+
+def first_click_pieces(stats: Sequence[Mapping[str, Any]]) -> dict:
+    """Share of first-click masks with a detached piece (holding no positive click) and with
+    a far one (`cdnet.inference.pieces`), and the far pieces' mean share of the mask's area."""
+    n = len(stats)
+    return {"objects": n,
+            "with_detached": sum(s["detached"] > 0 for s in stats) / n,
+            "with_far": sum(s["far"] > 0 for s in stats) / n,
+            "far_area": sum(s["far_area"] for s in stats) / n}
 
 
 def evaluate_many(

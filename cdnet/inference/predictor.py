@@ -22,6 +22,7 @@ from cdnet.clicks import Click
 from cdnet.inference import defaults
 from cdnet.inference.frame import Box, BoxStep, Framing
 from cdnet.inference.image import PreparedImage, as_mask
+from cdnet.inference.pieces import far_pieces
 from cdnet.inference.runner import FlipAveraged, NetOutput, OnnxRunner, Runner, TorchRunner
 
 
@@ -83,6 +84,9 @@ class SessionState:
         return cls(clicks, mask, prior, box, float(header.get("quality", 0.0)))
 
 
+DROP_FAR_MODES = ("off", "first", "new")
+
+
 @dataclass(frozen=True)
 class Predictor:
     runner: Runner
@@ -91,6 +95,13 @@ class Predictor:
     zoom_size: int = defaults.ZOOM_SIZE
     progressive: bool = True
     progressive_join: float = defaults.PROGRESSIVE_JOIN  # network px: nearer changes join
+    # drop far pieces no positive click explains (cdnet.inference.pieces) from answers made
+    # without a prior: "off", "first" (the first click only) or "new" (pieces new at any click)
+    drop_far: str = "off"
+
+    def __post_init__(self) -> None:
+        if self.drop_far not in DROP_FAR_MODES:
+            raise ValueError(f"drop_far must be one of {DROP_FAR_MODES}, got {self.drop_far!r}")
 
     @property
     def label(self) -> str:
@@ -148,6 +159,9 @@ class Predictor:
         out = self.runner(*net)  # the network (and its mirrored run, with test-time flip)
         # back onto the photo, inside the box: the whole crop, or the click's regions of change
         mask, probs = frame.inv_transform(out.probs, state.mask, net, click)
+        if self.drop_far != "off" and state.prior is None and (
+                self.drop_far == "new" or not state.clicks):
+            mask = mask & ~(far_pieces(mask, clicks) & ~state.mask)
         quality = float(out.quality[0])
         new_state = SessionState(clicks, mask, state.prior, state.box, quality)
         return new_state, Result(mask, quality, _disagreement(out), probs)

@@ -10,7 +10,7 @@ from cdnet.eval.datasets import SHARED_DATASETS
 
 DEFAULT_DATASETS = ["train_coco_mval", "train_coco128seg", "train_ccp_clothing", "train_humanseg",
                     "train_feralcats", "train_weizmann_horse", "train_camvid",
-                    "train_ade20k_sample"]
+                    "train_ade20k_sample", "train_bsds500", "train_msrc"]
 
 
 def parse_weight(text: str) -> float | None:

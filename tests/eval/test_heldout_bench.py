@@ -77,8 +77,8 @@ def test_per_source_weighs_every_training_folder_alike():
     result = {"max_clicks": 20, "per_object": [{"ious": [0.5, 0.95]}, {"ious": [0.3] * 20},
                                                {"ious": [0.92]}]}
     out = heldout.per_source(result, ["a", "a", "b"])
-    assert out["per_source"] == {"a": {"objects": 2, "noc90": 11.0},
-                                 "b": {"objects": 1, "noc90": 1.0}}
+    assert out["per_source"] == {"a": {"objects": 2, "noc90": 11.0, "miou@1": 0.4},
+                                 "b": {"objects": 1, "noc90": 1.0, "miou@1": 0.92}}
     assert out["noc90_source_mean"] == 6.0  # pooled over the three objects it would be 23 / 3
     with pytest.raises(ValueError):  # a source for every object, no more, no less
         heldout.per_source(result, ["a", "b"])

@@ -143,6 +143,13 @@ class Backend:
     def annotation_submitted(self, body: dict) -> None:
         """An annotation webhook: finish its objects' telemetry, observe the histograms."""
         for record, new in self.telemetry.finish(body):
+            if record.discarded:  # clicked, not in the annotation: not an object's histograms
+                self.metrics.inc("telemetry_objects", outcome="discarded" if new else "amended")
+                if new:
+                    self.metrics.inc("discarded_objects", model_version=record.model_version)
+                    self.metrics.inc("discarded_clicks", record.clicks,
+                                     model_version=record.model_version)
+                continue
             self.metrics.inc("telemetry_objects", outcome="finished" if new else "amended")
             if new:  # an object is observed once, at its first submission
                 version = record.model_version

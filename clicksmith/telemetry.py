@@ -23,11 +23,31 @@ webhooks that finish records are then ignored too):
   and `Result.serialize` writes it without its "#<annotation>" suffix); a region whose id was
   never ours (re-ided, painted by hand, pasted) falls back to its label: the pending objects of
   that image, control and label that no id matched finish as one record with those regions,
-  as every object of a label did before sessions had region ids (`_match`). A session whose
-  region is not in the annotation (a suggestion rejected with ✗, a region deleted) stays
-  pending until it expires. A record is identified by annotation id + object: a replayed
-  webhook finds nothing pending and changes nothing; an update after more clicks on an
-  object already submitted adds those clicks to its record (the object is counted once);
+  as every object of a label did before sessions had region ids (`_match`). A record is
+  identified by annotation id + object: a replayed webhook finds nothing pending and changes
+  nothing; an update after more clicks on an object already submitted adds those clicks to its
+  record (the object is counted once);
+- discarded work (`_discarded`): an ANNOTATION_CREATED / ANNOTATION_UPDATED webhook also
+  finishes, in the same transaction, the task's pending objects that no region matched (by id
+  or by label) and whose last interaction came before the annotation's time: a suggestion
+  rejected with ✗ (or never accepted, Auto-Accept off), a region deleted before submitting.
+  Each becomes a record of the same shape with `discarded` true, its clicks, tools, seconds
+  and model version kept, so a model whose suggestions are often rejected is not counted as
+  cheaper than it is. The annotation's time is its updated_at/created_at, unless missing or
+  over CLOCK_SLACK_S past the webhook's arrival (then the arrival), never later than the
+  arrival (`_cutoff`); an object interacted with at or after it stays pending (the annotator
+  may still be working on it, for a later ANNOTATION_UPDATED), and so does every object when
+  Label Studio's clock is behind the backend's. An accepted object is never discarded: it
+  keeps its region id with Auto-Accept on and off, a region stored under another id takes the
+  pending objects of its label, and a region that neither accounts for (painted by hand under
+  a label nobody clicked, or a suggestion re-ided and relabelled: which session made it cannot
+  be told) keeps every pending object of its image and control pending. Bulk
+  ANNOTATIONS_CREATED (imports, annotations made from predictions) discards nothing, and
+  neither does a skipped annotation. A discarded object whose region comes back in a later
+  update of that annotation (after more clicks) becomes an accepted record again; an accepted
+  object clicked again and then deleted becomes discarded. The pending hash is per task, not
+  per annotator: a second annotator's objects on the task, clicked before the first one's
+  submission, are discarded by it;
 - bounds: a task's pending hash expires TELEMETRY_PENDING_TTL_SECONDS after its last
   interaction (a webhook that never comes, a task abandoned); a project keeps its newest
   TELEMETRY_MAX_OBJECTS finished records (the oldest are dropped), and all of them expire
@@ -65,6 +85,7 @@ PREFIX = "clicksmith:telemetry"
 CLICK_KINDS = frozenset({"new", "extend", "recompute", "box", "next"})
 IDLE_KINDS = frozenset({"repeat"})
 FINISH_ACTIONS = frozenset({"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED"})
+DISCARD_ACTIONS = frozenset({"ANNOTATION_CREATED", "ANNOTATION_UPDATED"})  # an annotator's own
 _MASK_TYPES = {"brushlabels", "bitmasklabels"}
 _PENDING = ("clicks", "tools", "first", "last", "version", "first_version")
 MAX_REGION_IDS = 20  # region ids kept per record (an object painted in many strokes)
@@ -151,6 +172,7 @@ class ObjectRecord:
     updates: int = 0  # later submissions that added interactions
     lead_time: float | None = None  # Label Studio's own time on the annotation, for reference
     region: str = ""  # the session's region id it was matched by ("": matched by label)
+    discarded: bool = False  # interacted with, not in the submitted annotation (rejected ✗)
 
     @property
     def key(self) -> str:
@@ -358,10 +380,11 @@ class Telemetry:
 
     # --- the webhook path -------------------------------------------------------------------
     def finish(self, payload: object, now: float | None = None) -> list[tuple[ObjectRecord, bool]]:
-        """Finish the pending objects an annotation webhook submitted: [(record, new)], `new`
-        False when the record was amended (an update after more interactions). Replays return
-        []. Never raises: a failure is logged and counted, and ends the call (a bulk event on
-        a stalled Redis must not cost a timeout per annotation: Label Studio waits 1 s).
+        """Finish the pending objects an annotation webhook submitted, and those it discarded
+        (`ObjectRecord.discarded`): [(record, new)], `new` False when the record was amended
+        (an update after more interactions). Replays return []. Never raises: a failure is
+        logged and counted, and ends the call (a bulk event on a stalled Redis must not cost a
+        timeout per annotation: Label Studio waits 1 s).
 
         One round trip finds which annotations' tasks have pending objects at all (a bulk
         import of thousands has none); only those run their transaction."""
@@ -369,7 +392,9 @@ class Telemetry:
             return []
         now = time.time() if now is None else float(now)
         action = str(payload.get("action")) if isinstance(payload, dict) else ""
-        subs = [s for s in submissions(payload) if s.regions]
+        # an annotation without mask regions finishes nothing, but may discard (every
+        # suggestion rejected)
+        subs = [s for s in submissions(payload) if s.regions or action in DISCARD_ACTIONS]
         out: list[tuple[ObjectRecord, bool]] = []
         if not subs:
             return out
@@ -390,16 +415,22 @@ class Telemetry:
         pkey, okey, zkey = (pending_key(sub.project, sub.task), objects_key(sub.project),
                             order_key(sub.project))
         result: list[tuple[ObjectRecord, bool]] = []
+        cutoff = _cutoff(sub.stamp, now)
 
         def attempt(pipe) -> None:
             result.clear()
             pending = _parse_pending(pipe.hgetall(pkey))
-            groups = _match(sub, pending, lambda keys: pipe.hmget(okey, keys))
-            if not groups:
+            lookup = lambda keys: pipe.hmget(okey, keys)  # noqa: E731
+            groups = _match(sub, pending, lookup)
+            dropped = (_discarded(sub, pending, groups, cutoff, lookup)
+                       if action in DISCARD_ACTIONS else {})
+            work = [(key, oids, regions, False) for key, (oids, regions) in groups.items()]
+            work += [(key, [oid], [], True) for key, oid in dropped.items()]
+            if not work:
                 return
-            existing = pipe.hmget(okey, [f"{sub.annotation}:{key.id}" for key in groups])
+            existing = pipe.hmget(okey, [f"{sub.annotation}:{key.id}" for key, *_ in work])
             records = []
-            for (key, (oids, regions)), old in zip(groups.items(), existing, strict=True):
+            for (key, oids, regions, discarded), old in zip(work, existing, strict=True):
                 p = _combined([pending[oid] for oid in oids])
                 submitted = _submitted(sub.stamp, p["first"], now)
                 if old is not None:
@@ -411,7 +442,8 @@ class Telemetry:
                     if rec.model_version != p["version"]:
                         rec.first_model_version = rec.first_model_version or rec.model_version
                         rec.model_version = p["version"]
-                    rec.regions = regions[:MAX_REGION_IDS]
+                    rec.regions = regions[:MAX_REGION_IDS] if not discarded else rec.regions
+                    rec.discarded = discarded  # the annotation's latest state decides
                     rec.updates += 1
                     rec.action = action
                     rec.lead_time = sub.lead_time if sub.lead_time is not None else rec.lead_time
@@ -421,10 +453,11 @@ class Telemetry:
                         key.label, p["clicks"], p["tools"], p["first"], submitted,
                         round(max(0.0, submitted - p["first"]), 3), p["version"],
                         p["first_version"] if p["first_version"] != p["version"] else "",
-                        regions[:MAX_REGION_IDS], action, 0, sub.lead_time, key.region)
+                        regions[:MAX_REGION_IDS], action, 0, sub.lead_time, key.region,
+                        discarded)
                 records.append((rec, old is None))
             pipe.multi()
-            pipe.hdel(pkey, *[f"{oid}#{n}" for oids, _ in groups.values() for oid in oids
+            pipe.hdel(pkey, *[f"{oid}#{n}" for _, oids, _, _ in work for oid in oids
                               for n in _PENDING])
             pipe.hset(okey, mapping={rec.key: rec.to_json() for rec, _ in records})
             pipe.zadd(zkey, {rec.key: rec.submitted for rec, _ in records})
@@ -480,6 +513,52 @@ def _submitted(stamp: float | None, first: float, now: float) -> float:
     return stamp
 
 
+def _cutoff(stamp: float | None, now: float) -> float:
+    """The annotation's time for telling work before it (discarded when not submitted) from
+    work after it (still pending): its own time, unless missing or over CLOCK_SLACK_S after
+    the webhook's arrival (then the arrival), and never later than the arrival."""
+    if stamp is None or stamp > now + CLOCK_SLACK_S:
+        return now
+    return min(stamp, now)
+
+
+def _discarded(sub: Submission, pending: dict[str, dict],
+               groups: dict[ObjectKey, tuple[list[str], list[str]]], cutoff: float,
+               lookup: Callable[[list[str]], list]) -> dict[ObjectKey, str]:
+    """The pending objects the annotation discarded: {the record's object: its pending object
+    id}. Those `_match` did not take (no region of the annotation has their region id, and
+    none of their label fell back to them) whose last interaction came before `cutoff`. When
+    a region of the annotation is accounted for by no session (not matched by id, its label
+    matched no pending object, and its id names no record this annotation already finished:
+    painted by hand, or one of our suggestions re-ided and relabelled), it could be any
+    pending object's accepted region, so nothing on its image and control is discarded."""
+    taken = {oid for oids, _ in groups.values() for oid in oids}
+    candidates: dict[str, ObjectKey] = {}
+    for oid, p in pending.items():
+        key = ObjectKey.parse(oid)
+        if key is not None and oid not in taken and p["last"] < cutoff:
+            candidates[oid] = key
+    if not candidates:
+        return {}
+    places = {(k.image, k.control) for k in candidates.values()}
+    matched = {(k.image, k.control, rid) for k, (_, regions) in groups.items()
+               for rid in regions}
+    unsure = [(obj, rid) for obj, rid in sub.regions if (obj.image, obj.control) in places
+              and obj not in groups and (obj.image, obj.control, rid) not in matched]
+    blocked: set[tuple[str, str]] = set()
+    if unsure:
+        names = [f"{sub.annotation}:{ObjectKey(o.image, o.control, o.label, rid).id}"
+                 for o, rid in unsure]
+        names += [f"{sub.annotation}:{o.id}" for o, _ in unsure]
+        found = lookup(names)
+        n = len(unsure)
+        for i, (obj, rid) in enumerate(unsure):
+            if not ((rid and found[i] is not None) or found[n + i] is not None):
+                blocked.add((obj.image, obj.control))
+    return {key: oid for oid, key in candidates.items()
+            if (key.image, key.control) not in blocked}
+
+
 def _match(sub: Submission, pending: dict[str, dict],
            lookup: Callable[[list[str]], list]) -> dict[ObjectKey, tuple[list[str], list[str]]]:
     """Which pending objects the annotation's regions finish: {the record's object: (the
@@ -491,7 +570,7 @@ def _match(sub: Submission, pending: dict[str, dict],
     of the label (which of them made which region cannot be told) - unless the region's id
     already names a finished record of this annotation (`lookup` reads records by key: a
     replay, or an update after another object was clicked), which is no region of unknown
-    origin. A pending object no region matched stays pending."""
+    origin. A pending object no region matched is left to `_discarded`."""
     keys = {oid: ObjectKey.parse(oid) for oid in pending}
     by_region = {(k.image, k.control, k.region): oid for oid, k in keys.items()
                  if k is not None and k.region}
@@ -573,21 +652,34 @@ def quantile(values: list[float], q: float) -> float | None:
 
 
 def by_version(records: list[ObjectRecord]) -> list[dict]:
-    """Per model version (in the order each first finished an object): objects, clicks and
-    seconds per object (median, p90), tool actions per object (median, mean)."""
+    """Per model version (in the order each first finished an object): the accepted objects
+    (`objects`), their clicks and seconds per object (median, p90) and clicks (mean), tool
+    actions per object (median, mean); the discarded objects (`discarded`: interacted with,
+    not in the submitted annotation) and their clicks, and every click of the version over
+    its accepted objects (`clicks_per_object_with_discarded`: what an accepted object cost,
+    the rejected suggestions' clicks included). Per-object figures are None without an
+    accepted object."""
     groups: dict[str, list[ObjectRecord]] = {}
     for r in records:
         groups.setdefault(r.model_version, []).append(r)
     rows = []
     for version, recs in groups.items():
-        clicks = [float(r.clicks) for r in recs]
-        tools = [float(r.tools) for r in recs]
-        secs = [float(r.seconds) for r in recs]
+        kept = [r for r in recs if not r.discarded]
+        dropped = [r for r in recs if r.discarded]
+        clicks = [float(r.clicks) for r in kept]
+        tools = [float(r.tools) for r in kept]
+        secs = [float(r.seconds) for r in kept]
+        dropped_clicks = sum(r.clicks for r in dropped)
         rows.append({
-            "model_version": version, "objects": len(recs),
+            "model_version": version, "objects": len(kept),
             "clicks_median": quantile(clicks, 0.5), "clicks_p90": quantile(clicks, 0.9),
-            "tools_median": quantile(tools, 0.5), "tools_mean": sum(tools) / len(tools),
+            "clicks_mean": sum(clicks) / len(clicks) if clicks else None,
+            "tools_median": quantile(tools, 0.5),
+            "tools_mean": sum(tools) / len(tools) if tools else None,
             "seconds_median": quantile(secs, 0.5), "seconds_p90": quantile(secs, 0.9),
+            "discarded": len(dropped), "discarded_clicks": dropped_clicks,
+            "clicks_per_object_with_discarded":
+                (sum(clicks) + dropped_clicks) / len(clicks) if clicks else None,
             "first_submitted": min(r.submitted for r in recs),
             "last_submitted": max(r.submitted for r in recs),
         })
@@ -637,16 +729,18 @@ def gate_decision(rec: dict) -> dict:
 
 def project_report(settings: Settings, project: int, conn=None) -> dict:
     """What `clicksmith status --project` and the review report show: per model version, the
-    objects' clicks and seconds; what is still pending; the retrain history. Telemetry parts
-    are None without REDIS_URL (or with TELEMETRY=false)."""
+    objects' clicks and seconds, the discarded objects (`by_version`); what is still pending;
+    the retrain history. Telemetry parts are None without REDIS_URL (or with
+    TELEMETRY=false)."""
     store = Telemetry(settings, conn=conn, timeout=5.0)
-    report: dict = {"project": project, "versions": None, "objects": None, "pending": None,
-                    "bounds": asdict(store.bounds),
+    report: dict = {"project": project, "versions": None, "objects": None, "discarded": None,
+                    "pending": None, "bounds": asdict(store.bounds),
                     "retrains": retrain_history(settings, project)}
     if store.enabled:
         records = store.objects(project)
-        report.update(versions=by_version(records), objects=len(records),
-                      pending=store.pending(project))
+        dropped = sum(1 for r in records if r.discarded)
+        report.update(versions=by_version(records), objects=len(records) - dropped,
+                      discarded=dropped, pending=store.pending(project))
     return report
 
 
@@ -677,6 +771,14 @@ def format_report(report: dict) -> list[str]:
                          f"{_num(v['clicks_median']):>10} {_num(v['clicks_p90']):>5}  "
                          f"{_num(v['tools_median']):>9}  {_num(v['seconds_median']):>11} "
                          f"{_num(v['seconds_p90']):>7}")
+        lines.append("  discarded suggestions (clicked, not in the submitted annotation):")
+        lines.append(f"  {'model version':<28} {'discarded':>9}  {'their clicks':>12}  "
+                     f"{'clicks/object':>13}  {'incl. discarded':>15}")
+        for v in report["versions"]:
+            lines.append(f"  {v['model_version']:<28} {v.get('discarded', 0):>9}  "
+                         f"{v.get('discarded_clicks', 0):>12}  "
+                         f"{_num(v.get('clicks_mean')):>13}  "
+                         f"{_num(v.get('clicks_per_object_with_discarded')):>15}")
     if report["pending"] is not None:
         lines.append(f"  waiting for their annotation: {report['pending']['objects']} object(s) "
                      f"on {report['pending']['tasks']} task(s)")

@@ -123,7 +123,8 @@ def _num(value: float | None) -> str:
 
 def telemetry_html(report: dict | None) -> str:
     """The telemetry section: per model version, objects and clicks / seconds per object
-    (median, p90); the retrain history with each gate decision."""
+    (median, p90), the discarded suggestions, their clicks and the clicks per accepted object
+    with them; the retrain history with each gate decision."""
     if report is None:
         return ""
     parts = ["<h2>Annotation effort per model version</h2>"]
@@ -133,13 +134,22 @@ def telemetry_html(report: dict | None) -> str:
         parts.append("<p>No object finished yet.</p>")
     else:
         head = ("<tr><th>model version</th><th>objects</th><th>clicks median</th><th>clicks p90"
-                "</th><th>tool actions median</th><th>seconds median</th><th>seconds p90</th></tr>")
+                "</th><th>tool actions median</th><th>seconds median</th><th>seconds p90</th>"
+                "<th>discarded suggestions</th><th>clicks on discarded</th>"
+                "<th>clicks / object</th><th>clicks / object incl. discarded</th></tr>")
         body = "".join(
             f"<tr><td>{html.escape(str(v['model_version']))}</td><td>{v['objects']}</td>"
             f"<td>{_num(v['clicks_median'])}</td><td>{_num(v['clicks_p90'])}</td>"
             f"<td>{_num(v['tools_median'])}</td><td>{_num(v['seconds_median'])}</td>"
-            f"<td>{_num(v['seconds_p90'])}</td></tr>" for v in report["versions"])
+            f"<td>{_num(v['seconds_p90'])}</td><td>{v.get('discarded', 0)}</td>"
+            f"<td>{v.get('discarded_clicks', 0)}</td><td>{_num(v.get('clicks_mean'))}</td>"
+            f"<td>{_num(v.get('clicks_per_object_with_discarded'))}</td></tr>"
+            for v in report["versions"])
         parts.append(f'<table class="t">{head}{body}</table>')
+        parts.append("<p>Per-object figures are over accepted objects; a discarded suggestion "
+                     "is an object clicked through this backend and not in the submitted "
+                     "annotation (rejected with ✗, deleted); the last column spreads its "
+                     "clicks over the accepted objects.</p>")
     pending = report.get("pending")
     if pending:
         parts.append(f"<p>Waiting for their annotation: {pending['objects']} object(s) on "

@@ -318,7 +318,7 @@ def test_regions_whose_id_is_not_ours_fall_back_to_the_label(project):
     """A region id the backend never issued (Label Studio re-ided the region, it was painted
     by hand) is matched by label: the pending objects of that label no id matched finish
     together, as one record. A session whose region is not in the annotation (a suggestion
-    rejected with ✗) stays pending when every region is matched by id, and a replay does not
+    rejected with ✗) is discarded when every region is matched by id, and a replay does not
     take the regions already finished for regions of unknown origin."""
     t = store()
     ra, rb, rc, rd = (tm.ObjectKey("image", "mask", "Object", r) for r in ("ra", "rb", "rc", "rd"))
@@ -339,14 +339,16 @@ def test_regions_whose_id_is_not_ours_fall_back_to_the_label(project):
     assert t.pending(project) == {"objects": 0, "tasks": 0}
     assert t.finish(event, now=1200.0) == []
 
-    # every region matched by id: the rejected session stays pending, replays or not
+    # every region matched by id: the rejected session is finished as discarded (issue 28),
+    # replays or not
     t.record([click(project, 7, ra, "new")], at=2000.0)
     t.record([click(project, 7, rd, "next", clicks=2)], at=2010.0)  # rejected (✗)
     event = webhook(project, 7, 82, [region(A, "ra")])
-    assert [(r.region, r.clicks) for r, _ in t.finish(event, now=2100.0)] == [("ra", 1)]
-    assert t.pending(project) == {"objects": 1, "tasks": 1}
+    assert sorted((r.region, r.clicks, r.discarded) for r, _ in t.finish(event, now=2100.0)
+                  ) == [("ra", 1, False), ("rd", 2, True)]
+    assert t.pending(project) == {"objects": 0, "tasks": 0}
     for _ in range(2):
         assert t.finish(event, now=2200.0) == []
-    assert t.pending(project) == {"objects": 1, "tasks": 1}
-    assert sorted((r.task, r.region, r.clicks) for r in t.objects(project)) == [
-        (6, "", 0), (6, "", 3), (6, "ra", 1), (6, "rb", 2), (7, "ra", 1)]
+    assert sorted((r.task, r.region, r.clicks, r.discarded) for r in t.objects(project)) == [
+        (6, "", 0, False), (6, "", 3, False), (6, "ra", 1, False), (6, "rb", 2, False),
+        (7, "ra", 1, False), (7, "rd", 2, True)]

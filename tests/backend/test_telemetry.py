@@ -190,3 +190,49 @@ def test_two_objects_of_one_label_in_one_task_are_two_records(make_app, queue, r
     count = [line for line in metric_lines(client, "object_clicks_count")
              if f'model_version="{version}"' in line]
     assert len(count) == 1 and count[0].endswith(" 2")  # two objects observed, once each
+
+
+def test_a_rejected_suggestion_is_counted_as_discarded_work(make_app, disk, queue, redis_db,
+                                                            project_id, project):
+    """Issue 28: a click (its answer accepted, by its id) and a box (a session of its own,
+    rejected with ✗: not in the annotation). The box's session is finished as a discarded
+    record with its click and version: not in the object histograms, counted by
+    clicksmith_discarded_objects_total / clicksmith_discarded_clicks_total, and in the report."""
+    path, _ = disk
+    app = make_app(redis_url=REDIS_URL, queue_name=queue.name)
+    client = app.test_client()
+    version = app.extensions["clicksmith"].model.model_version
+    r = client.post("/predict", json=predict_body(path, [keypoint(50, 50, W, H)], task_id=3,
+                                                  project=project_id))
+    assert r.status_code == 200, r.json
+    answer = r.json["results"][0]["result"][0]
+    r = client.post("/predict", json=predict_body(
+        path, [rectangle(20, 10, 60, 80, W, H)], task_id=3, project=project_id))
+    assert r.status_code == 200, r.json
+    store = app.extensions["clicksmith"].telemetry
+    assert store.pending(project) == {"objects": 2, "tasks": 1}
+
+    event = annotation_event(project, 3, 502, {**answer, "from_name": "mask",
+                                               "to_name": "image"})
+    for _ in range(3):  # the webhook and two replays of it
+        assert client.post("/webhook", json=event).status_code == 201
+    records = {r.discarded: r for r in store.objects(project)}
+    assert set(records) == {False, True}
+    assert (records[False].region, records[False].clicks) == (answer["id"], 1)
+    assert records[True].region not in ("", answer["id"])
+    assert (records[True].clicks, records[True].model_version) == (1, version)
+    assert store.pending(project) == {"objects": 0, "tasks": 0}
+    labels = f'model_version="{version}"'
+    count = [line for line in metric_lines(client, "object_clicks_count") if labels in line]
+    assert len(count) == 1 and count[0].endswith(" 1")  # the accepted object only
+    for name in ("discarded_objects_total", "discarded_clicks_total"):
+        [line] = [line for line in metric_lines(client, name) if labels in line]
+        assert line.endswith(" 1"), line
+    outcomes = {line.split('outcome="')[1].split('"')[0]: line.rsplit(" ", 1)[1]
+                for line in metric_lines(client, "telemetry_objects_total")}
+    assert outcomes == {"finished": "1", "discarded": "1"}
+
+    report = tm.project_report(app.extensions["clicksmith"].settings, project)
+    [row] = report["versions"]
+    assert (row["objects"], row["discarded"], row["discarded_clicks"]) == (1, 1, 1)
+    assert row["clicks_per_object_with_discarded"] == 2.0

@@ -36,12 +36,13 @@ webhooks that finish records are then ignored too):
   cheaper than it is. The annotation's time is its updated_at/created_at, unless missing or
   over CLOCK_SLACK_S past the webhook's arrival (then the arrival), never later than the
   arrival (`_cutoff`); an object interacted with at or after it stays pending (the annotator
-  may still be working on it, for a later ANNOTATION_UPDATED), and so does every object when
-  Label Studio's clock is behind the backend's. An accepted object is never discarded: it
-  keeps its region id with Auto-Accept on and off, a region stored under another id takes the
-  pending objects of its label, and a region that neither accounts for (painted by hand under
-  a label nobody clicked, or a suggestion re-ided and relabelled: which session made it cannot
-  be told) keeps every pending object of its image and control pending. Bulk
+  may still be working on it, for a later ANNOTATION_UPDATED), and so do the objects last
+  clicked within the lag when Label Studio's clock is behind the backend's. An accepted
+  object is never discarded: it keeps its region id with Auto-Accept on and off, a region
+  stored under another id takes the pending objects of its label, and a region that neither
+  accounts for (painted by hand under a label nobody clicked, or a suggestion re-ided and
+  relabelled: which session made it cannot be told) keeps every pending object of its image
+  and control pending. Bulk
   ANNOTATIONS_CREATED (imports, annotations made from predictions) discards nothing, and
   neither does a skipped annotation. A discarded object whose region comes back in a later
   update of that annotation (after more clicks) becomes an accepted record again; an accepted

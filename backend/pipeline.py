@@ -32,9 +32,10 @@ no box and a box request no keypoints; the session carries the others over):
 - tool controls (backend.tools: superpixel, lasso, refine) edit the current mask; every edited
   pixel (strokes and adopted edits included) is locked against later clicks.
 
-Network runs happen in exactly two places: `_step` (one per click) and `finalise` (scoring a
-mask no click has judged yet, e.g. a stroke, an adopted edit, or a pre-label answered without
-clicks). A prior that clicks refine right away is never scored: its score would be thrown away.
+Network runs happen in exactly two places: `Work.step` (one per click) and `finalise` (the
+answer's score: `score_mask` of the mask exactly as returned, one plain network run, unless the
+session's stored mask is that very mask and already carries it). A prior that clicks refine
+right away is never scored: its score would be thrown away.
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ class Work:
     base: np.ndarray | None  # the prior clicks refine (None: none)
     locks: Locks
     kind: Kind
-    unscored: np.ndarray | None = None  # a mask whose score is still owed as the quality
+    scored: tuple[np.ndarray, float] | None = None  # a mask and its score_mask, known already
     clicks_run: int = 0
     stroked: bool = False
     tools_acted: bool = False
@@ -123,7 +124,7 @@ class Work:
         if prior is not None:
             prior = as_mask(prior, state.mask.shape)
             state = replace(state, mask=prior.copy(), prior=prior)
-        self.state, self.unscored = state, prior
+        self.state = state
 
     def edit(self, new: np.ndarray, lock: bool) -> None:
         """Continue from mask `new` (the predictor's clicks kept); the base prior gains and
@@ -139,19 +140,16 @@ class Work:
         self.state = replace(self.state, mask=new.copy())
 
     def step(self, click: Click) -> None:
-        """One network run: the predictor's answer to one more click.
-
-        A click that leaves a mask exactly as it was (the network changed nothing near it, as
-        when an annotator clicks again on a region already done) does not give that mask the
-        click's quality, which judged the network's own output, not this mask: the mask keeps
-        the score it had, or still owes one (`unscored`, paid once in `finalise`)."""
-        before = self.state
-        self.state, _ = self.predictor.step(self.image, before, click)
+        """One network run: the predictor's answer to one more click. (Its state's quality, the
+        click run's own estimate, is replaced by the answer's score in `finalise`.)"""
+        self.state, _ = self.predictor.step(self.image, self.state, click)
         self.clicks_run += 1
-        if before.mask.any() and np.array_equal(self.state.mask, before.mask):
-            self.state = replace(self.state, quality=before.quality)
-            return
-        self.unscored = None
+
+
+def scorer_id(predictor: SegmentationModel) -> str:
+    """What a stored score_mask depends on besides the mask and the image: the model version
+    and the score view's size."""
+    return f"{predictor.model_version}/{getattr(predictor, 'score_size', '')}"
 
 
 def run_interaction(predictor: SegmentationModel, image: PreparedImage, url: str,
@@ -189,6 +187,8 @@ def load_session(predictor: SegmentationModel, image: PreparedImage, url: str, p
     base = unpack_mask(record.base) if record.base else None
     work = Work(predictor, image, prompt, record, state, base,
                 Locks.load(record.locks[0], record.locks[1], shape), Kind.REPEAT)
+    if record.scored_by and record.scored_by == scorer_id(predictor):
+        work.scored = (state.mask, state.quality)  # the last answer, with its score_mask
     box = prompt.box
     if box is not None and (record.box is None or not np.allclose(box, record.box, atol=0.5)):
         record.box, record.clicks, record.implicit = box, [], []
@@ -324,7 +324,6 @@ def adopt_edit(work: Work, newest_region: np.ndarray | None) -> None:
     if current.any() and not (newest_region & current).any():
         return  # another object's region (several of one label): not an edit of this one
     work.edit(newest_region, lock=True)
-    work.unscored = work.state.mask  # the old score was of our answer, not of this edit
     work.kind = Kind.ADOPT
 
 
@@ -415,23 +414,32 @@ def run_clicks(work: Work) -> None:
 
 
 def finalise(work: Work) -> tuple[Outcome, SessionRecord]:
-    """Locks and box applied to the mask, the owed score paid, the record brought up to date.
+    """Locks and box applied to the mask, the answer scored, the record brought up to date.
 
-    The score follows the one rule for a mask's score (clicksmith.prelabel.mask_score): a mask no
-    click of this request judged (a stroke, an adopted edit, a prior, also when this request's
-    clicks left it unchanged) is scored with score_mask as it is returned, here and only here;
-    a click's answer keeps its quality, a tool's edit the session's, and a mask the clicks left
-    as it was the score it had (`Work.step`)."""
+    The score follows the one rule for a mask's score (clicksmith.prelabel.mask_score): every
+    answer's score is `score_mask` of the mask exactly as returned (locks and box applied),
+    computed here and only here, whatever produced the mask: a click, a stroke, a tool's edit,
+    an adopted edit, a prior. Not the click run's own quality (`quality[0]`, an estimate for
+    the network's raw output in its frame, about 0.1 below score_mask on average), and never a
+    score kept from an earlier mask. The one saving: when the returned mask is bit-identical
+    to the session's stored mask, which carries its score_mask (`Work.scored`: a repeated
+    request, a click that changed nothing), that score is reused and no network runs. Cost:
+    one plain network run at SCORE_SIZE per answer that changes the mask (about a fifth of a
+    flip-averaged click in-process at 1024x1024; per click over HTTP:
+    benchmarks/results/http_latency_score.md). The stored state's quality is that score, so
+    the next request can reuse it."""
     state = work.state
     final = work.locks.apply(state.mask)
     if work.box is not None:
         final &= box_mask(work.box, final.shape)
-    if work.unscored is not None:  # no click judged this mask: the network scores it once
-        state = replace(state, quality=work.predictor.score_mask(work.image, final))
-    if not np.array_equal(final, state.mask):
-        state = replace(state, mask=final)
+    if work.scored is not None and np.array_equal(final, work.scored[0]):
+        quality = work.scored[1]  # this very mask was scored before: no network run
+    else:
+        quality = work.predictor.score_mask(work.image, final)
+    state = replace(state, mask=final, quality=float(quality))
     record = work.record
     record.state = state.to_bytes()
+    record.scored_by = scorer_id(work.predictor)
     record.base = pack_mask(work.base) if work.base is not None else b""
     record.locks = work.locks.dump()
     record.seen = remember(record.seen, mask_digest(final))

@@ -91,7 +91,11 @@ class SessionRecord:
       of the same label (a new session) gets a region of its own;
     - `accumulated`: a request held clicks of this session again (Auto-Accept off: the editor
       keeps the smart keypoints), so a later context holding none of them means they were
-      removed: the suggestion was accepted (✓) or rejected (✗), and the session is over.
+      removed: the suggestion was accepted (✓) or rejected (✗), and the session is over;
+    - `scored_by`: the scorer (model version and score size, backend.pipeline.scorer_id) whose
+      `score_mask` of the state's mask is the state's quality, so an answer that returns that
+      mask again reuses it instead of running the network; "" (a record from before): never
+      reused.
     """
 
     image: str
@@ -109,6 +113,7 @@ class SessionRecord:
     lasso: LassoState = field(default_factory=LassoState)
     region: str = ""  # given when the session starts (backend.pipeline.load_session)
     accumulated: bool = False
+    scored_by: str = ""
 
     def to_fields(self) -> dict[str, bytes]:
         meta = {
@@ -124,6 +129,7 @@ class SessionRecord:
             "lasso": self.lasso.to_json(),
             "region": self.region,
             "accumulated": self.accumulated,
+            "scored_by": self.scored_by,
         }
         fields = {"meta": json.dumps(meta).encode(), "state": self.state, "base": self.base}
         if any(self.locks):  # only sessions a tool or eraser touched carry locks
@@ -151,6 +157,7 @@ class SessionRecord:
             lasso=LassoState.from_json(meta.get("lasso")),
             region=str(meta.get("region") or ""),
             accumulated=bool(meta.get("accumulated", False)),
+            scored_by=str(meta.get("scored_by") or ""),
         )
 
 

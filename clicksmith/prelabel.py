@@ -36,18 +36,21 @@ def mask_score(predictor, image, mask: np.ndarray) -> float:
     review) must come from it, so one mask gets one number, on the scale measured by
     benchmarks/quality_ranking.py. Pre-labelling pays one more network run per task for it.
 
-    Exceptions, for speed, in interactive answers only (a number nothing ranks): an answer that
-    is the output of the request's own click keeps that click's quality (locked pixels and the
-    box re-applied after it); scoring it again would double each click's cost (35 ms a step,
-    40 ms a `score_mask` at 1024x1024 here). A tool's edit (superpixel, lasso, refine brush)
-    keeps the score the session had, for the same reason (a tool answers in ~14 ms). A click
-    that leaves the mask exactly as it was (clicking again on a finished region: the network
-    changes nothing near the click) returns that mask with the score it already had, not the
-    click's quality, which judged the network's raw output. Every other interactive mask (a
-    stroke, an adopted edit of the annotator's, a session's prior answered without a click or
-    left unchanged by its clicks: an annotation or a pre-label clicked on again) is scored
-    with `score_mask` as returned, once, in `finalise`; so a pre-label clicked on without
-    change shows the score it was stored with.
+    No exceptions: an interactive answer's score is `score_mask` of the mask exactly as it is
+    returned, computed once in backend.pipeline.finalise, whatever made the mask (a click, a
+    stroke, a tool's edit, an adopted edit, a prior), so the number an annotator sees while
+    clicking is the number the same mask gets as a pre-label and in the review. (Interactive
+    answers used to keep the click run's own quality, and tools the session's old score, for
+    speed: two numbers for one mask.) The only saving is reuse: a returned mask bit-identical to
+    the session's stored mask, which carries its score_mask, keeps it without a network run.
+
+    Cost: one run of the plain network (no test-time flip, even when clicks use it: flipping
+    averages an answer's probabilities, a score does not need it) in a view of `score_size` px
+    around the mask (cdnet.inference.defaults.SCORE_SIZE = 192, chosen on held-out training
+    objects: benchmarks/results/quality_ranking_score_size.md). At 1024x1024, in-process, on a
+    heavily loaded 2-core machine: 54 ms at 192 px, beside 136 ms plain at 320 px, 257 ms for
+    the flip-averaged 320 px score pre-labels used before, and about 284 ms a click (on a
+    quieter run: a click 36 ms, the flip-averaged score 33 ms, plain at 320 px 19 ms).
     """
     return float(predictor.score_mask(image, mask))
 

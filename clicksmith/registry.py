@@ -149,7 +149,8 @@ def load_configured_predictor(weights: Path | None, settings: Settings,
         weights, progressive=settings.progressive,
         progressive_join=settings.progressive_join, flip=settings.flip_average,
         backend=backend or settings.inference_backend, base_size=settings.base_size,
-        zoom_size=settings.zoom_size, threads=settings.torch_threads)
+        zoom_size=settings.zoom_size, score_size=settings.score_size,
+        threads=settings.torch_threads)
 
 
 def bundled_version() -> str:

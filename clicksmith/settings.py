@@ -25,6 +25,7 @@ class Settings:
     inference_backend: str
     base_size: int
     zoom_size: int
+    score_size: int
     progressive: bool
     progressive_join: float
     flip_average: bool

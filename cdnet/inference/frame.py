@@ -202,11 +202,10 @@ class Framing:
             return Frame(view, step)
         return Frame(zoom_view(previous, clicks, self.zoom_size), step, self.join)
 
-    def for_mask(self, mask: np.ndarray) -> Frame:
-        """The frame in which the network judges `mask` (no clicks): around it, or the whole
-        image when it is empty."""
-        view = zoom_view(mask, (), self.zoom_size) if mask.any() else \
-            whole_view(mask.shape, self.base_size)
+    def for_mask(self, mask: np.ndarray, size: int) -> Frame:
+        """The frame in which the network judges `mask` (no clicks), `size` px on its longer
+        side: around the mask, or the whole image when it is empty."""
+        view = zoom_view(mask, (), size) if mask.any() else whole_view(mask.shape, size)
         return Frame(view)
 
     def whole(self, shape: tuple[int, int]) -> Frame:

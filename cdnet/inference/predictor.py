@@ -95,6 +95,7 @@ class Predictor:
     zoom_size: int = defaults.ZOOM_SIZE
     progressive: bool = True
     progressive_join: float = defaults.PROGRESSIVE_JOIN  # network px: nearer changes join
+    score_size: int = defaults.SCORE_SIZE  # longer side of score_mask's view
     # drop far pieces no positive click explains (cdnet.inference.pieces) from answers made
     # without a prior: "off", "first" (the first click only) or "new" (pieces new at any click)
     drop_far: str = "off"
@@ -141,11 +142,20 @@ class Predictor:
         return Session(self, img, state)
 
     def score_mask(self, image, mask: np.ndarray) -> float:
-        """Predicted IoU of any given mask: the network judges it as a prior, with no clicks."""
+        """Predicted IoU of any given mask: the network judges it as a prior, with no clicks,
+        in a view of `score_size` px around it, once: without test-time flip even when the
+        clicks use it (the flip averages the answer's probabilities; a score does not need it,
+        and the plain run costs about half). `score_size` (192 served) was chosen on held-out
+        training objects (benchmarks/results/quality_ranking_score_size.md)."""
         img = self.prepare(image)
         mask = as_mask(mask, img.shape, "mask")
-        out = self.runner(*self.framing.for_mask(mask).transform(img, (), mask))
-        return float(out.quality[1])
+        net = self.framing.for_mask(mask, self.score_size).transform(img, (), mask)
+        return float(self.scoring_runner(*net).quality[1])
+
+    @property
+    def scoring_runner(self) -> Runner:
+        """The runner score_mask uses: the plain network under a FlipAveraged runner."""
+        return self.runner.inner if isinstance(self.runner, FlipAveraged) else self.runner
 
     # --- the step -------------------------------------------------------------------
     def step(self, image: PreparedImage, state: SessionState, click: Click) -> tuple[
@@ -236,13 +246,15 @@ def load_predictor(path: str | Path | None = None, *, progressive: bool = True,
                    backend: str = "auto", base_size: int = defaults.BASE_SIZE,
                    zoom_size: int = defaults.ZOOM_SIZE, threads: int = 2,
                    progressive_join: float = defaults.PROGRESSIVE_JOIN,
-                   flip: bool = defaults.FLIP_AVERAGE) -> Predictor:
+                   flip: bool = defaults.FLIP_AVERAGE,
+                   score_size: int = defaults.SCORE_SIZE) -> Predictor:
     """The predictor for bundled weights (or `path`), on ONNX Runtime when it is available.
 
     `backend`: "auto" uses the ONNX file beside the weights when it exists and was exported
     from them (same digest), torch otherwise; "onnx" / "torch" force one. Without torch
     installed (the serving image), only a matching ONNX file can serve.
-    `flip`: average each answer with the network's answer on the mirrored view.
+    `flip`: average each answer with the network's answer on the mirrored view (never for
+    score_mask). `score_size`: longer side of score_mask's view.
     """
     from cdnet.model.files import onnx_path_for, version_of
 
@@ -266,7 +278,8 @@ def load_predictor(path: str | Path | None = None, *, progressive: bool = True,
         runner = _torch_runner(path, version, threads)
     if flip:
         runner = FlipAveraged(runner)
-    return Predictor(runner, version, base_size, zoom_size, progressive, progressive_join)
+    return Predictor(runner, version, base_size, zoom_size, progressive, progressive_join,
+                     score_size)
 
 
 def _torch_runner(path: str | Path | None, version: str, threads: int) -> TorchRunner:

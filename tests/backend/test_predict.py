@@ -59,7 +59,8 @@ def test_positive_click_answer_shape_and_mask(client, disk, predictor):
     assert result["model_version"] == predictor.model_version
     expected = predictor.predict(img, [px(50, 50)])
     assert np.array_equal(mask, expected.mask)
-    assert result["score"] == pytest.approx(expected.quality, abs=1e-6)
+    # the score is score_mask of the returned mask (clicksmith.prelabel.mask_score's rule)
+    assert result["score"] == pytest.approx(predictor.score_mask(img, expected.mask), abs=1e-6)
     # the RLE is what Label Studio's own decoder reads: 4 channels, alpha 255 inside
     rgba = decode_rle(item["value"]["rle"]).reshape(H, W, 4)
     assert set(np.unique(rgba[:, :, 3])) <= {0, 255}

@@ -51,8 +51,8 @@ def test_import_cdnet_loads_neither_torch_nor_opencv():
 def test_served_defaults_repeat_the_models_own():
     with open(REPO / "config" / "defaults.toml", "rb") as f:
         toml = tomllib.load(f)
-    assert (toml["base_size"], toml["zoom_size"], toml["progressive_join"],
-            toml["flip_average"]) == (defaults.BASE_SIZE, defaults.ZOOM_SIZE,
+    assert (toml["base_size"], toml["zoom_size"], toml["score_size"], toml["progressive_join"],
+            toml["flip_average"]) == (defaults.BASE_SIZE, defaults.ZOOM_SIZE, defaults.SCORE_SIZE,
                                       defaults.PROGRESSIVE_JOIN, defaults.FLIP_AVERAGE)
 
 

@@ -21,7 +21,18 @@ of bad masks, so recall@20% is also reported at a stated share of bad masks
 kept, 200 seeded draws, mean and 5th percentile). Ranking quality is unchanged by this; only
 the bar becomes reachable. Both numbers are printed.
 
+How the score is computed can be compared (how `score_size` was chosen): `--score-size 320 256
+192` scores every mask with `score_mask` in views of those sizes (the plain network, as served),
+`--flip-score-size 320` also with the flip-averaged runner in a view of that size (how scores
+were computed before); each configuration gets its own Spearman and recall figures, and the
+first one is the row's `score`. Without them the score is `score_mask` as configured. Such a
+choice is made with `--heldout`: the held-out objects of the training folders
+(benchmarks/heldout.py's `heldout_objects`, `--extra` further objects per image), never
+GrabCut or Berkeley, which are the published test sets.
+
     python benchmarks/quality_ranking.py [--weights W] [--max-objects N] [--out results/...json]
+    python benchmarks/quality_ranking.py --heldout --flip-score-size 320 \
+        --score-size 320 256 192 --out results/quality_ranking_score_size.json
 """
 
 from __future__ import annotations
@@ -103,26 +114,77 @@ def masks_for(predictor, sample, seed: int = 0):
     return out
 
 
-def run_dataset(predictor, name: str, max_objects: int | None) -> list[dict]:
-    from cdnet.eval.datasets import Dataset
+def scorers(predictor, sizes: list[int], flip_sizes: list[int]) -> dict:
+    """{label: score(image, mask)} for each configuration asked for ("flip@320", "plain@256");
+    none asked: {"served": predictor.score_mask}. Plain ones are `score_mask` itself with that
+    `score_size`; flip ones run the same view through the flip-averaged runner (the scoring
+    before score_size: `FlipAveraged` at the zoom size)."""
+    from dataclasses import replace
+
+    from cdnet.inference.image import as_mask
+    from cdnet.inference.runner import FlipAveraged
+
+    out: dict = {}
+    for size in flip_sizes:
+        if not isinstance(predictor.runner, FlipAveraged):
+            raise SystemExit("--flip-score-size needs the predictor loaded with flip on")
+
+        def flipped(image, mask, size=size):
+            img = predictor.prepare(image)
+            m = as_mask(mask, img.shape, "mask")
+            net = predictor.framing.for_mask(m, size).transform(img, (), m)
+            return float(predictor.runner(*net).quality[1])
+        out[f"flip@{size}"] = flipped
+    for size in sizes:
+        out[f"plain@{size}"] = replace(predictor, score_size=size).score_mask
+    return out or {"served": predictor.score_mask}
+
+
+def run_samples(predictor, label: str, samples, sources: list[str], scoring: dict) -> list[dict]:
+    """The rows of `samples` (each from dataset `sources[i]`), every mask scored by each of
+    `scoring`'s configurations; the first is the row's `score`."""
     from cdnet.eval.metrics import iou
 
     rows = []
-    ds = Dataset(name, max_objects)
-    for i, sample in enumerate(ds):
-        zero = predictor.predict(sample.image).probs
+    first = next(iter(scoring))
+    for i, (sample, source) in enumerate(zip(samples, sources, strict=True)):
+        image = predictor.prepare(sample.image)  # prepared once for all the runs
+        zero = predictor.predict(image).probs
         for kind, mask, probs in masks_for(predictor, sample):
             if not mask.any():
                 conf = 0.0
             else:
                 conf = float((probs if probs is not None else zero)[mask].mean())
-            rows.append({"dataset": ds.name, "object": sample.name, "kind": kind,
+            scores = {name: float(score(image, mask)) for name, score in scoring.items()}
+            rows.append({"dataset": source, "object": sample.name, "kind": kind,
                          "iou": iou(mask, sample.gt, sample.ignore),
-                         "score": float(predictor.score_mask(sample.image, mask)),
-                         "baseline": conf})
-        print(f"\r{ds.name}: {i + 1}/{len(ds)}", end="", file=sys.stderr, flush=True)
+                         "score": scores[first], "scores": scores, "baseline": conf})
+        print(f"\r{label}: {i + 1}/{len(samples)}", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
     return rows
+
+
+def run_dataset(predictor, name: str, max_objects: int | None,
+                scoring: dict | None = None) -> list[dict]:
+    from cdnet.eval.datasets import Dataset
+
+    ds = Dataset(name, max_objects)
+    samples = list(ds)
+    return run_samples(predictor, ds.name, samples, [ds.name] * len(samples),
+                       scoring or {"served": predictor.score_mask})
+
+
+def heldout_rows(predictor, shared: Path, extra: int, max_objects: int | None,
+                 scoring: dict) -> list[dict]:
+    """Rows for the held-out training objects (benchmarks/heldout.py's split), each row's
+    dataset its training folder; `max_objects`: that many, evenly spaced over the list."""
+    from benchmarks.heldout import heldout_objects
+
+    samples, sources = heldout_objects(shared, extra)
+    if max_objects is not None and max_objects < len(samples):
+        keep = np.linspace(0, len(samples) - 1, max_objects).round().astype(int)
+        samples, sources = [samples[i] for i in keep], [sources[i] for i in keep]
+    return run_samples(predictor, "heldout", samples, sources, scoring)
 
 
 def summarize(rows: list[dict], bad_share: float = 0.25) -> dict:
@@ -135,13 +197,18 @@ def summarize(rows: list[dict], bad_share: float = 0.25) -> dict:
     out = {"masks": len(rows), "bad_masks": bad,
            "recall_ceiling": round(min(1.0, k / bad), 4) if bad else None,
            "mean_iou": round(float(np.mean(ious)), 4), "bad_share": bad_share}
-    for key in ("score", "baseline"):
-        vals = [r[key] for r in rows]
+    def figures(vals: list[float]) -> dict:
         mean, p5 = recall_at_share(vals, ious, bad_share)
-        out[key] = {"spearman": round(spearman(vals, ious), 4),
-                    "recall_worst20": round(recall_worst(vals, ious), 4),
-                    "recall_worst20_at_share": round(mean, 4),
-                    "recall_worst20_at_share_p5": round(p5, 4)}
+        return {"spearman": round(spearman(vals, ious), 4),
+                "recall_worst20": round(recall_worst(vals, ious), 4),
+                "recall_worst20_at_share": round(mean, 4),
+                "recall_worst20_at_share_p5": round(p5, 4)}
+
+    for key in ("score", "baseline"):
+        out[key] = figures([r[key] for r in rows])
+    if rows and "scores" in rows[0]:
+        out["configurations"] = {name: figures([r["scores"][name] for r in rows])
+                                 for name in rows[0]["scores"]}
     return out
 
 
@@ -149,7 +216,18 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--weights", default=None, help="weights file (default: bundled)")
     ap.add_argument("--datasets", default="grabcut,berkeley")
-    ap.add_argument("--max-objects", type=int, default=None, help="objects per dataset")
+    ap.add_argument("--max-objects", type=int, default=None,
+                    help="objects per dataset (--heldout: in all, evenly spaced)")
+    ap.add_argument("--heldout", action="store_true",
+                    help="the held-out training objects instead of --datasets (for choices)")
+    ap.add_argument("--shared", type=Path, default=REPO.parent / "shared",
+                    help="--heldout: the folder holding datasets/train_*")
+    ap.add_argument("--extra", type=int, default=3,
+                    help="--heldout: further objects per held-out image")
+    ap.add_argument("--score-size", type=int, nargs="+", default=[],
+                    help="score with score_mask in views of these sizes (plain network)")
+    ap.add_argument("--flip-score-size", type=int, nargs="+", default=[],
+                    help="also score with the flip-averaged runner in views of these sizes")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=None, help="write rows + summary as JSON")
     ap.add_argument("--bad-share", type=float, default=0.25,
@@ -171,12 +249,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"datasets not found at {SHARED_DATASETS} (../shared absent)", file=sys.stderr)
         return 2
     predictor = load_predictor(args.weights, threads=args.threads)
+    scoring = scorers(predictor, args.score_size, args.flip_score_size)
     started = time.time()
     rows = []
     report: dict = {"model_version": predictor.model_version, "weights": args.weights,
-                    "max_objects": args.max_objects}
-    for name in args.datasets.split(","):
-        rows += run_dataset(predictor, name.strip(), args.max_objects)
+                    "max_objects": args.max_objects, "score_size": predictor.score_size,
+                    "scorings": list(scoring)}
+    if args.heldout:
+        report["heldout"] = {"shared": str(args.shared), "extra": args.extra}
+        rows = heldout_rows(predictor, args.shared, args.extra, args.max_objects, scoring)
+    for name in [] if args.heldout else args.datasets.split(","):
+        rows += run_dataset(predictor, name.strip(), args.max_objects, scoring)
     report["rows"] = rows
     report["seconds"] = round(time.time() - started, 1)
     _print_and_save(_summaries(report, rows, args.bad_share), args.out)
@@ -206,6 +289,13 @@ def _print_and_save(report: dict, out: Path | None) -> None:
               f"{s['score']['recall_worst20_at_share']:>18.3f} "
               f"{s['score']['recall_worst20_at_share_p5']:>6.3f} "
               f"{s['baseline']['recall_worst20_at_share']:>9.3f}")
+    configs = report["overall"].get("configurations") or {}
+    if len(configs) > 1:
+        print(f"overall by scoring: {'Spearman':>9} {'worst20% recall':>16} "
+              f"{'at ' + format(report['overall']['bad_share'], '.0%') + ' bad':>11} {'(p5)':>6}")
+        for name, c in configs.items():
+            print(f"  {name:<17} {c['spearman']:>9.3f} {c['recall_worst20']:>16.3f} "
+                  f"{c['recall_worst20_at_share']:>11.3f} {c['recall_worst20_at_share_p5']:>6.3f}")
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=1))

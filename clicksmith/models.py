@@ -265,7 +265,8 @@ class ModelService:
 # --- one service per worker process ---------------------------------------------------
 
 _MODEL_FIELDS = ("model_path", "model_registry", "inference_backend", "base_size", "zoom_size",
-                 "score_size", "progressive", "progressive_join", "flip_average", "torch_threads")
+                 "score_size", "progressive", "progressive_join", "flip_average", "drop_far",
+                 "torch_threads")
 _process_lock = threading.Lock()
 _process: tuple[tuple, ModelService] | None = None
 

@@ -149,7 +149,7 @@ def load_configured_predictor(weights: Path | None, settings: Settings,
         weights, progressive=settings.progressive,
         progressive_join=settings.progressive_join, flip=settings.flip_average,
         backend=backend or settings.inference_backend, base_size=settings.base_size,
-        zoom_size=settings.zoom_size, score_size=settings.score_size,
+        zoom_size=settings.zoom_size, score_size=settings.score_size, drop_far=settings.drop_far,
         threads=settings.torch_threads)
 
 

@@ -29,6 +29,7 @@ class Settings:
     progressive: bool
     progressive_join: float
     flip_average: bool
+    drop_far: str
     torch_threads: int
     host: str
     port: int

@@ -11,3 +11,4 @@ ZOOM_SIZE = 320  # longer side of the zoom-in crop (second click on)
 SCORE_SIZE = 192  # longer side of the view in which a mask is scored (score_mask)
 PROGRESSIVE_JOIN = 16.0  # progressive: changes closer than this (network px) are one region
 FLIP_AVERAGE = True  # also run the mirrored view and average (2 network runs a click)
+DROP_FAR = "new"  # drop far pieces no positive click explains (cdnet.inference.pieces)

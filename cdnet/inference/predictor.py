@@ -98,7 +98,7 @@ class Predictor:
     score_size: int = defaults.SCORE_SIZE  # longer side of score_mask's view
     # drop far pieces no positive click explains (cdnet.inference.pieces) from answers made
     # without a prior: "off", "first" (the first click only) or "new" (pieces new at any click)
-    drop_far: str = "off"
+    drop_far: str = defaults.DROP_FAR
 
     def __post_init__(self) -> None:
         if self.drop_far not in DROP_FAR_MODES:
@@ -247,14 +247,17 @@ def load_predictor(path: str | Path | None = None, *, progressive: bool = True,
                    zoom_size: int = defaults.ZOOM_SIZE, threads: int = 2,
                    progressive_join: float = defaults.PROGRESSIVE_JOIN,
                    flip: bool = defaults.FLIP_AVERAGE,
-                   score_size: int = defaults.SCORE_SIZE) -> Predictor:
+                   score_size: int = defaults.SCORE_SIZE,
+                   drop_far: str = defaults.DROP_FAR) -> Predictor:
     """The predictor for bundled weights (or `path`), on ONNX Runtime when it is available.
 
     `backend`: "auto" uses the ONNX file beside the weights when it exists and was exported
     from them (same digest), torch otherwise; "onnx" / "torch" force one. Without torch
     installed (the serving image), only a matching ONNX file can serve.
     `flip`: average each answer with the network's answer on the mirrored view (never for
-    score_mask). `score_size`: longer side of score_mask's view.
+    score_mask). `score_size`: longer side of score_mask's view. `drop_far`: which far pieces
+    no positive click explains are dropped ("new", served: chosen on held-out training objects,
+    see cdnet/inference/pieces.py).
     """
     from cdnet.model.files import onnx_path_for, version_of
 
@@ -279,7 +282,7 @@ def load_predictor(path: str | Path | None = None, *, progressive: bool = True,
     if flip:
         runner = FlipAveraged(runner)
     return Predictor(runner, version, base_size, zoom_size, progressive, progressive_join,
-                     score_size)
+                     score_size, drop_far)
 
 
 def _torch_runner(path: str | Path | None, version: str, threads: int) -> TorchRunner:

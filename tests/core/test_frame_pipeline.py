@@ -257,9 +257,10 @@ def _played(case: str, predictor) -> tuple[str, str, str]:
     scenario, variant = case.split("/")
     flip, progressive = VARIANTS[variant]
     counter = CountingRunner(_network(predictor))
-    # score_size 320: score_mask's view when the digests were recorded (the zoom size then)
+    # score_size 320: score_mask's view when the digests were recorded (the zoom size then);
+    # drop_far off: the frame logic as recorded (dropping far pieces came later, tested apart)
     p = dataclasses.replace(predictor, runner=FlipAveraged(counter) if flip else counter,
-                            progressive=progressive, score_size=320)
+                            progressive=progressive, score_size=320, drop_far="off")
     im = _images()
     if scenario.startswith("photo"):
         im = {**im, "photo": _photo()}

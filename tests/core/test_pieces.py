@@ -73,7 +73,7 @@ class TwoBlobRunner:
 @pytest.fixture
 def two_blob_predictor(predictor):
     return dataclasses.replace(predictor, runner=TwoBlobRunner(), base_size=SIZE, zoom_size=SIZE,
-                               progressive=False)
+                               progressive=False, drop_far="off")
 
 
 def test_drop_far_removes_the_first_clicks_far_piece_only_when_set(two_blob_predictor):

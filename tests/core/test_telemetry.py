@@ -40,6 +40,25 @@ def store(**overrides) -> tm.Telemetry:
     return tm.Telemetry(load_settings(env={}, **overrides))
 
 
+def deliver_at_once(event: dict, now: float, copies: int = 4) -> list:
+    """`copies` of one webhook finished at the same moment, each by a store of its own (as
+    separate worker processes would): what each `finish` returned."""
+    results: list = []
+    barrier = threading.Barrier(copies)
+
+    def deliver() -> None:
+        other = store()
+        barrier.wait()
+        results.append(other.finish(event, now=now))
+
+    threads = [threading.Thread(target=deliver) for _ in range(copies)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return results
+
+
 def region(obj: tm.ObjectKey, rid: str) -> dict:
     return {"id": rid, "type": "brushlabels", "from_name": obj.control, "to_name": obj.image,
             "original_width": 96, "original_height": 72,
@@ -127,20 +146,7 @@ def test_racing_copies_of_a_webhook_finish_an_object_once(project):
     for i in range(5):
         t0.record([click(project, 8, A, "extend")], at=1000.0 + i)
     event = webhook(project, 8, 72, [region(A, "r1")])
-    results: list = []
-    barrier = threading.Barrier(4)
-
-    def deliver() -> None:
-        t = store()  # a process of its own each
-        barrier.wait()
-        results.append(t.finish(event, now=2000.0))
-
-    threads = [threading.Thread(target=deliver) for _ in range(4)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    finished = [r for batch in results for r in batch]
+    finished = [r for batch in deliver_at_once(event, 2000.0) for r in batch]
     assert [(r.clicks, new) for r, new in finished] == [(5, True)]
     assert [r.clicks for r in t0.objects(project)] == [5]
 
@@ -396,19 +402,7 @@ def test_a_rejected_suggestion_becomes_a_discarded_record_once(project):
     # racing copies of a webhook discard an object once
     t.record([click(project, 22, rd, "new", clicks=2)], at=3000.0)
     event = webhook(project, 22, 92, [], updated_at=stamp(3030.0))
-    results: list = []
-    barrier = threading.Barrier(4)
-
-    def deliver() -> None:
-        other = store()
-        barrier.wait()
-        results.append(other.finish(event, now=3031.0))
-
-    threads = [threading.Thread(target=deliver) for _ in range(4)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    results = deliver_at_once(event, 3031.0)
     assert [(r.clicks, r.discarded, new) for batch in results for r, new in batch] == [
         (2, True, True)]
 

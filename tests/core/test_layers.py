@@ -52,8 +52,9 @@ def test_served_defaults_repeat_the_models_own():
     with open(REPO / "config" / "defaults.toml", "rb") as f:
         toml = tomllib.load(f)
     assert (toml["base_size"], toml["zoom_size"], toml["score_size"], toml["progressive_join"],
-            toml["flip_average"]) == (defaults.BASE_SIZE, defaults.ZOOM_SIZE, defaults.SCORE_SIZE,
-                                      defaults.PROGRESSIVE_JOIN, defaults.FLIP_AVERAGE)
+            toml["flip_average"], toml["drop_far"]) == (
+        defaults.BASE_SIZE, defaults.ZOOM_SIZE, defaults.SCORE_SIZE, defaults.PROGRESSIVE_JOIN,
+        defaults.FLIP_AVERAGE, defaults.DROP_FAR)
 
 
 def test_inside_cdnet_the_model_and_inference_import_no_tool_above_them():

@@ -254,6 +254,13 @@ def test_callers_see_the_protocol(settings):
 
     predictor = registry.load_configured_predictor(None, settings)
     assert isinstance(predictor, SegmentationModel)
+    assert predictor.drop_far == settings.drop_far == "new"  # DROP_FAR reaches the predictor
+    off = registry.load_configured_predictor(None, models.Settings(
+        **{**settings.__dict__, "drop_far": "off"}))
+    assert off.drop_far == "off"
+    with pytest.raises(ValueError, match="drop_far"):
+        registry.load_configured_predictor(None, models.Settings(
+            **{**settings.__dict__, "drop_far": "sometimes"}))
 
     class Partial:
         model_version = "x"

@@ -170,7 +170,8 @@ class Predictor:
         # back onto the photo, inside the box: the whole crop, or the click's regions of change
         mask, probs = frame.inv_transform(out.probs, state.mask, net, click)
         if self.drop_far != "off" and state.prior is None and (
-                self.drop_far == "new" or not state.clicks):
+                self.drop_far == "new" or not state.clicks) and (mask & ~state.mask).any():
+            # only pixels new at this click can be dropped: none new, nothing to look for
             mask = mask & ~(far_pieces(mask, clicks) & ~state.mask)
         quality = float(out.quality[0])
         new_state = SessionState(clicks, mask, state.prior, state.box, quality)

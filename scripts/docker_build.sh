@@ -31,7 +31,13 @@ rm -f "$extras/offline" "$extras/ca.pem"
 
 # A CA bundle pip trusts on this machine (a TLS-inspecting proxy's): the build stages trust it
 # too. It is copied into build stages only; the shipped stages copy the venv, not the bundle.
+# Pip's own setting first, then the bundle the environment or the system names (a shell
+# without PIP_CERT, e.g. `env -i`, still trusts the system bundle when pip does not say).
 ca=${PIP_CERT:-$(python3 -m pip config get global.cert 2>/dev/null || true)}
+ca=${ca:-${REQUESTS_CA_BUNDLE:-${SSL_CERT_FILE:-}}}
+if [ -z "$ca" ] && [ -s /etc/ssl/certs/ca-certificates.crt ]; then
+  ca=/etc/ssl/certs/ca-certificates.crt
+fi
 if [ -n "$ca" ] && [ -s "$ca" ]; then
   cp "$ca" "$extras/ca.pem"
 fi

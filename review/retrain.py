@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 HOLDOUT_FRACTION = 0.2
 LOCK_NAME = ".retrain.lock"
 SUMMARY_KEYS = ("dataset", "mode", "noc85", "noc90", "nof85", "nof90", "miou@1", "miou@3",
-                "miou@5", "spc", "objects", "clicks90")
+                "miou@5", "spc", "objects", "clicks90", "reused")
 # Why a minimum of held-out objects (RETRAIN_MIN_HOLDOUT, default 20): benchmarks/adaptation.py
 # on domain_nuclei (results/adaptation_reduced.json, batch 2's gate): per-object NoC@90
 # differences between a candidate and the serving model on the same 24 held-out objects had
@@ -93,20 +93,49 @@ def _finetune(base_weights: Path, dataset_dirs: list[Path], out_path: Path, iter
 def _evaluate(weights: Path | None, dataset: Path,
               on_object: Callable[[dict], None] | None = None) -> dict:
     """NoC summary of the model in `weights` (None: bundled) on a dataset folder, in the
-    configuration it serves in (flip, view sizes, progressive)."""
+    configuration it serves in (flip, view sizes, progressive). Objects this model already
+    ran on under the same settings and code are taken from review.eval_cache, not rerun."""
     try:
-        from cdnet.eval.noc import evaluate
+        from cdnet.eval.datasets import Dataset
+        from cdnet.eval.noc import MAX_CLICKS, evaluate
         from clicksmith.registry import load_configured_predictor
+        from review.eval_cache import EvalCache, fingerprint, object_digests
     except ImportError as exc:
         raise RetrainError(f"the evaluation code is not available: {exc}") from None
     from cdnet.eval.metrics import noc
 
-    predictor = load_configured_predictor(weights, load_settings(), backend="torch")
-    out = evaluate(predictor, dataset, mode="empty", progress=False, on_object=on_object)
+    settings = load_settings()
+    predictor = load_configured_predictor(weights, settings, backend="torch")
+    ds = Dataset(dataset)
+    digests = object_digests(ds)
+    cache = EvalCache(eval_cache_root(settings), version_of(weights),
+                      fingerprint(settings, {"mode": "empty", "max_clicks": MAX_CLICKS,
+                                             "stop_iou": 0.90}))
+    done = cache.reusable(digests)
+    for entry in done.values():  # progress counts every object, computed or reused
+        if on_object is not None:
+            on_object(entry)
+
+    def computed(entry: dict) -> None:
+        cache.add(entry["name"], digests[entry["name"]], entry)
+        if on_object is not None:
+            on_object(entry)
+
+    try:
+        out = evaluate(predictor, ds, mode="empty", progress=False, done=done,
+                       on_object=computed)
+    finally:  # what was computed before a failure is kept for the next run
+        cache.save()
+    out["reused"] = len(done)
     out["objects"] = len(out.get("per_object", []))
     out["clicks90"] = [noc(o["ious"], 0.90, out.get("max_clicks", 20))
                        for o in out.get("per_object", [])]
     return {k: out[k] for k in SUMMARY_KEYS if k in out}
+
+
+def eval_cache_root(settings: Settings) -> Path:
+    """Where review.eval_cache keeps per-object results, one file per model version."""
+    return registry.registry_root(settings) / "eval_cache"
 
 
 def _accepts(fn: Callable, name: str) -> bool:
@@ -598,6 +627,11 @@ def _run(settings: Settings, project_id: int | None, iterations: int, finetune: 
     if not Path(candidate).is_file():
         raise RetrainError(f"fine-tuning reported {candidate} but wrote no file")
     serving = registry.serving_weights(settings)
+    if evaluate is _evaluate:  # results of versions that left the registry are never reused
+        from review.eval_cache import prune
+
+        prune(eval_cache_root(settings), {v["version"] for v in registry.list_versions(settings)}
+              | {version_of(serving), version_of(Path(candidate))})
     metrics: dict = {}
     began = time.monotonic()
     with_progress = _accepts(evaluate, "on_object")

@@ -98,6 +98,10 @@ class Dataset:
     def __len__(self) -> int:
         return len(self._items)
 
+    def items(self) -> list[tuple[str, Path, Path, Path | None]]:
+        """Each object's name, image file, mask file and ignore file (None when none)."""
+        return list(self._items)
+
     def __iter__(self) -> Iterator[Sample]:
         for i in range(len(self)):
             yield self[i]

@@ -33,15 +33,37 @@ def compose() -> dict:
 
 
 def test_every_service_builds_from_existing_paths_or_names_an_image(compose):
+    built = {svc["image"] for svc in compose["services"].values() if "build" in svc}
     for name, svc in compose["services"].items():
         # every image is built here: registries may be unreachable (README "Docker")
-        assert "build" in svc and "image" in svc, f"service {name} must build and tag its image"
+        assert "image" in svc, f"service {name} must name its image"
+        assert "build" in svc or svc["image"] in built, \
+            f"service {name} must build its image or use one another service builds"
         if "build" in svc:
             build = svc["build"]
             context = (COMPOSE.parent / build["context"]).resolve()
             assert context.is_dir(), f"{name}: build context {context} does not exist"
             dockerfile = context / build.get("dockerfile", "Dockerfile")
             assert dockerfile.is_file(), f"{name}: {dockerfile} does not exist"
+
+
+def test_the_shared_data_volume_is_filled_once_before_anything_else_mounts_it(compose):
+    """Docker copies an image's /data into an empty named volume as each container is created;
+    two created at once race in that copy ("mkdir .../models: file exists", seen in CI).
+    One service fills it and every other service mounting it waits for that one to finish."""
+    services = compose["services"]
+    mounting = [n for n, s in services.items()
+                if any(str(v).startswith("clicksmith-data:") for v in s.get("volumes", []))]
+    init = [n for n in mounting if not isinstance(services[n].get("depends_on"), dict)
+            or not any(str(v).startswith("clicksmith-data:")
+                       for d in services[n]["depends_on"] for v in services[d].get("volumes", []))]
+    assert len(init) == 1, f"exactly one service fills clicksmith-data first, not {init}"
+    assert services[init[0]].get("restart") == "no", "the filling service runs once"
+    for name in mounting:
+        if name != init[0]:
+            dep = (services[name].get("depends_on") or {}).get(init[0])
+            assert dep == {"condition": "service_completed_successfully"}, \
+                f"{name} mounts clicksmith-data before {init[0]} has filled it"
 
 
 def test_bind_mounts_and_env_files_exist(compose):

@@ -68,6 +68,7 @@ class Settings:
     retrain_layers: str
     retrain_replay: float
     retrain_freeze_bn: bool
+    retrain_interpolate: float
     retrain_min_holdout: int
     retrain_general_data: str
     retrain_general_objects: int

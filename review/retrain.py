@@ -528,6 +528,9 @@ def retrain_job(project_id: int | None = None, iterations: int | None = None,
     iterations = settings.retrain_iterations if iterations is None else int(iterations)
     if iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations}")
+    if not 0.0 < settings.retrain_interpolate <= 1.0:
+        raise ValueError("RETRAIN_INTERPOLATE must be in (0, 1] (the fine-tuned weights' "
+                         f"share of a candidate), got {settings.retrain_interpolate}")
     tolerance = settings.retrain_general_tolerance if tolerance is None else float(tolerance)
     root = registry.registry_root(settings)
     root.mkdir(parents=True, exist_ok=True)
@@ -580,7 +583,8 @@ def _run(settings: Settings, project_id: int | None, iterations: int, finetune: 
     need = settings.retrain_min_holdout
     options = {"lr": settings.retrain_lr, "crop": settings.retrain_crop,
                "layers": settings.retrain_layers, "replay": settings.retrain_replay,
-               "freeze_bn": settings.retrain_freeze_bn, "min_holdout": need,
+               "freeze_bn": settings.retrain_freeze_bn,
+               "interpolate": settings.retrain_interpolate, "min_holdout": need,
                "general_tolerance": tolerance}
     out: dict = {"counts": counts, "options": options}
     if counts["holdout"] < need or not counts["train"]:
@@ -617,6 +621,7 @@ def _run(settings: Settings, project_id: int | None, iterations: int, finetune: 
     ft_options = {"lr": settings.retrain_lr, "crop": settings.retrain_crop,
                   "layers": settings.retrain_layers, "threads": settings.torch_threads,
                   "freeze_bn": settings.retrain_freeze_bn,
+                  "interpolate": settings.retrain_interpolate,
                   "source_weights": source_weights(train_dir, replay, settings.retrain_replay),
                   "on_iteration": on_iteration}
     if finetune is not _finetune and not _accepts(finetune, "on_iteration"):

@@ -12,19 +12,26 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-
 from cdnet.model.cdnet import CDNet
 from cdnet.model.io import build_model, file_digest, full_config, read_model_file, save_model
 
 
-def average_models(paths: Sequence[str | Path]) -> CDNet:
-    """The uniform average of the weights in `paths` (all of one architecture), in eval mode.
+def average_models(paths: Sequence[str | Path], shares: Sequence[float] | None = None) -> CDNet:
+    """The average of the weights in `paths` (all of one architecture), in eval mode: uniform,
+    or weighted by `shares` (non-negative, normalised to sum 1; e.g. [0.5, 0.5] of a base
+    model and its fine-tuned copy, the interpolation retraining uses against forgetting).
 
-    ValueError when fewer than two files are given, one is not a model file or their
-    architectures differ; FileNotFoundError for a missing file."""
+    ValueError when fewer than two files are given, one is not a model file, their
+    architectures differ or the shares do not fit; FileNotFoundError for a missing file."""
     if len(paths) < 2:
         raise ValueError("averaging needs at least two weights files")
+    if shares is None:
+        shares = [1.0] * len(paths)
+    if len(shares) != len(paths) or any(not w >= 0 for w in shares) or sum(shares) <= 0:
+        raise ValueError(f"shares must be {len(paths)} non-negative numbers with a positive "
+                         f"sum, got {list(shares)}")
+    total = float(sum(shares))
+    shares = [w / total for w in shares]
     payloads = [read_model_file(Path(p)) for p in paths]
     config = full_config(payloads[0].get("config"))
     for p, payload in zip(paths, payloads, strict=True):
@@ -35,7 +42,8 @@ def average_models(paths: Sequence[str | Path]) -> CDNet:
     averaged = {}
     for key, last in states[-1].items():
         if last.is_floating_point():
-            averaged[key] = torch.stack([s[key].float() for s in states]).mean(0).to(last.dtype)
+            averaged[key] = sum(w * s[key].float() for w, s in zip(shares, states,
+                                                                    strict=True)).to(last.dtype)
         else:
             averaged[key] = last.clone()
     model = build_model(config)

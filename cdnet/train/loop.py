@@ -376,13 +376,19 @@ def finetune(base_weights: str | Path, dataset_dirs: list[str | Path], out_path:
              iterations: int = 500, run_dir: str | Path | None = None, *, lr: float = 1e-4,
              crop: int = 288, batch_size: int = 8, layers: str = "all",
              source_weights: dict[str, float] | None = None, threads: int = 2, seed: int = 0,
-             freeze_bn: bool = False,
+             freeze_bn: bool = False, interpolate: float = 1.0,
              on_iteration: Callable[[int, int, float], None] | None = None) -> Path:
     """Fine-tune existing weights on extra folders (corrections + base data); for retraining.
 
     No validation inside (val_fraction 0): the retrain job evaluates the result itself, on
     objects this run never trained on. `source_weights` weighs each folder's images (by folder
-    name), e.g. to keep a project's corrections at a fixed share beside replayed base data."""
+    name), e.g. to keep a project's corrections at a fixed share beside replayed base data.
+    `interpolate` < 1 returns that share of the fine-tuned weights plus the rest of the base
+    weights (weight-space interpolation, as WiSE-FT, Wortsman et al. 2022): a narrow domain
+    pulls fine-tuned weights away from what the base model does well elsewhere, and the
+    midpoint usually keeps most of the gain with much less of that loss."""
+    if not 0.0 < interpolate <= 1.0:
+        raise ValueError(f"interpolate must be in (0, 1], got {interpolate}")
     out_path = Path(out_path)
     run = Path(run_dir) if run_dir else out_path.parent / (out_path.stem + "_run")
     cfg = TrainConfig(run_dir=str(run), datasets=[str(d) for d in dataset_dirs],
@@ -392,10 +398,16 @@ def finetune(base_weights: str | Path, dataset_dirs: list[str | Path], out_path:
                       seed=seed, source_weights=dict(source_weights or {}))
     best = train(cfg, progress=False, on_iteration=on_iteration, trainable=layer_filter(layers),
                  prepare=freeze_batchnorm if freeze_bn else None)
-    model, _ = load_model(best)
+    if interpolate < 1.0:
+        from cdnet.model.average import average_models
+
+        model = average_models([base_weights, best], [1.0 - interpolate, interpolate])
+    else:
+        model, _ = load_model(best)
     save_model(model, out_path, meta={"finetuned_from": str(base_weights),
                                       "iterations": iterations, "lr": lr, "crop": crop,
-                                      "layers": layers, "freeze_bn": freeze_bn})
+                                      "layers": layers, "freeze_bn": freeze_bn,
+                                      "interpolate": interpolate})
     return out_path
 
 

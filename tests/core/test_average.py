@@ -68,3 +68,22 @@ def test_a_file_saved_before_a_setting_existed_averages_with_one_that_records_it
                  str(tmp_path / "new.pt")]) == 0
     soup, _ = load_model(out)
     assert soup.fine is not None and soup.fine.trunk_channels == 0
+
+
+def test_a_weighted_average_interpolates_and_bad_shares_are_refused(tmp_path):
+    """Retraining's interpolation (RETRAIN_INTERPOLATE): shares [0.75, 0.25] of base and
+    fine-tuned weights give base + 0.25 * (fine-tuned - base), statistics included."""
+    import pytest
+
+    from cdnet.model.average import average_models
+
+    a, b = _saved(tmp_path / "a.pt", 1), _saved(tmp_path / "b.pt", 2)
+    state = average_models([tmp_path / "a.pt", tmp_path / "b.pt"], [0.75, 0.25]).state_dict()
+    for key in ("fuse8.0.weight", "fuse8.1.running_var"):
+        assert torch.allclose(state[key], a[key] + 0.25 * (b[key] - a[key]), atol=1e-6)
+    # shares are normalised: [3, 1] is [0.75, 0.25]
+    again = average_models([tmp_path / "a.pt", tmp_path / "b.pt"], [3, 1]).state_dict()
+    assert torch.allclose(again["fuse8.0.weight"], state["fuse8.0.weight"])
+    for shares in ([1.0], [-1.0, 2.0], [0.0, 0.0], [float("nan"), 1.0]):
+        with pytest.raises(ValueError, match="shares"):
+            average_models([tmp_path / "a.pt", tmp_path / "b.pt"], shares)

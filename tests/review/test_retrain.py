@@ -467,3 +467,40 @@ def test_fine_tuning_can_keep_batchnorm_statistics():
     img = torch.rand(1, 3, 64, 64) * 255
     model(img, torch.zeros(1, 2, 64, 64), torch.zeros(1, 1, 64, 64))
     assert all(torch.equal(a, m.running_mean) for a, m in zip(before, norms, strict=True))
+
+
+def test_fine_tuning_can_interpolate_back_towards_the_base_weights(tmp_path):
+    """RETRAIN_INTERPOLATE: the candidate is base + share * (fine-tuned - base); the same run
+    (same seed) with share 1 gives the fine-tuned end point itself."""
+    import torch
+
+    from cdnet.model.io import build_model, save_model
+    from cdnet.train.loop import finetune
+
+    base = tmp_path / "base.pt"
+    save_model(build_model(), base)
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    (data / "masks").mkdir()
+    for t in range(3):
+        img, mask = blob_image(64, seed=t)
+        cv2.imwrite(str(data / "images" / f"t{t}.png"), img[:, :, ::-1])
+        cv2.imwrite(str(data / "masks" / f"t{t}.png"), mask.astype(np.uint8) * 255)
+    kw = {"iterations": 2, "crop": 64, "batch_size": 2, "threads": 1, "lr": 1e-3}
+    full = finetune(base, [data], tmp_path / "full.pt", **kw)
+    half = finetune(base, [data], tmp_path / "half.pt", interpolate=0.5, **kw)
+    b, f, h = (torch.load(p, weights_only=False) for p in (base, full, half))
+    assert h["meta"]["interpolate"] == 0.5
+    key = next(k for k, v in b["state_dict"].items()
+               if v.is_floating_point() and not torch.equal(v, f["state_dict"][k]))
+    assert torch.allclose(h["state_dict"][key],
+                          (b["state_dict"][key] + f["state_dict"][key]) / 2, atol=1e-6)
+    with pytest.raises(ValueError, match="interpolate"):
+        finetune(base, [data], tmp_path / "bad.pt", interpolate=1.5, **kw)
+
+
+def test_a_bad_interpolation_setting_fails_before_any_work(env, monkeypatch):
+    monkeypatch.setenv("RETRAIN_INTERPOLATE", "0")
+    with pytest.raises(ValueError, match="RETRAIN_INTERPOLATE must be in"):
+        retrain_job(4, 1)
+    assert not (registry.registry_root(load_settings()) / "runs").exists()

@@ -9,9 +9,10 @@ roughly halves a retrain's evaluation time (README "Retraining").
 
 An entry is reused only when everything that decides it is unchanged: the weights (their
 content-derived version), the inference settings that change a result, the code of `cdnet/`
-(any change invalidates every entry) and the object itself (its image, mask and ignore files'
-bytes, so an edited correction is evaluated again). Files are per model version, written
-atomically; versions no longer in the registry are pruned, so the cache stays bounded.
+outside its training package (any change invalidates every entry) and the object itself (its
+image, mask and ignore files' bytes, so an edited correction is evaluated again). Files are
+per model version, written atomically; versions no longer in the registry are pruned, so the
+cache stays bounded.
 """
 
 from __future__ import annotations
@@ -35,9 +36,10 @@ MAX_ENTRIES = 20_000  # per version and fingerprint: far above any project's hel
 
 
 def code_digest() -> str:
-    """One digest of every source file of cdnet/: results from other code are never reused."""
+    """One digest of the source of cdnet/ that decides a click's answer and its NoC (all but
+    the training code): results from other code are never reused."""
     h = hashlib.blake2b(digest_size=12)
-    for path in sorted(CDNET.rglob("*.py")):
+    for path in sorted(p for p in CDNET.rglob("*.py") if "train" not in p.relative_to(CDNET).parts):
         h.update(str(path.relative_to(CDNET)).encode())
         h.update(path.read_bytes())
     return h.hexdigest()

@@ -70,6 +70,7 @@ class Settings:
     retrain_freeze_bn: bool
     retrain_interpolate: float
     retrain_min_holdout: int
+    retrain_min_gain_se: float
     retrain_general_data: str
     retrain_general_objects: int
     retrain_general_tolerance: float

@@ -585,6 +585,7 @@ def _run(settings: Settings, project_id: int | None, iterations: int, finetune: 
                "layers": settings.retrain_layers, "replay": settings.retrain_replay,
                "freeze_bn": settings.retrain_freeze_bn,
                "interpolate": settings.retrain_interpolate, "min_holdout": need,
+               "min_gain_se": settings.retrain_min_gain_se,
                "general_tolerance": tolerance}
     out: dict = {"counts": counts, "options": options}
     if counts["holdout"] < need or not counts["train"]:
@@ -658,7 +659,7 @@ def _run(settings: Settings, project_id: int | None, iterations: int, finetune: 
     out["evaluate_seconds"] = round(time.monotonic() - began, 1)
     version = version_of(Path(candidate))
     out.update(metrics=metrics, candidate_version=version, tolerance=tolerance)
-    status, verdicts, why = decide(metrics, need, tolerance)
+    status, verdicts, why = decide(metrics, need, tolerance, settings.retrain_min_gain_se)
     out.update(not_worse=verdicts, decision=why)
     if status != "promote":
         worse = sorted(n for n, ok in verdicts.items() if not ok)
@@ -676,20 +677,43 @@ def _run(settings: Settings, project_id: int | None, iterations: int, finetune: 
     return {**out, "status": "promoted", "serving_after": version}
 
 
-def decide(metrics: dict, min_holdout: int, tolerance: float) -> tuple[str, dict, str]:
+def paired_gain(candidate: list, serving: list) -> tuple[float, float] | None:
+    """(mean serving-minus-candidate clicks, its standard error) over the same objects; None
+    when per-object clicks are missing or too few to estimate a spread."""
+    if not candidate or not serving or len(candidate) != len(serving) or len(candidate) < 2:
+        return None
+    diffs = [float(s) - float(c) for c, s in zip(candidate, serving, strict=True)]
+    mean = sum(diffs) / len(diffs)
+    var = sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1)
+    return mean, (var / len(diffs)) ** 0.5
+
+
+def decide(metrics: dict, min_holdout: int, tolerance: float,
+           min_gain_se: float = 0.0) -> tuple[str, dict, str]:
     """The gate: ("promote" | "reject" | "no_evidence", per-set verdicts, the reason).
 
     The project's held-out corrections must show the candidate better (lower NoC@90) on at
-    least `min_holdout` objects; every other set (the general set, RETRAIN_EVAL_DATA) must not
-    show it worse by more than `tolerance` clicks."""
+    least `min_holdout` objects, by more than `min_gain_se` standard errors of the per-object
+    difference when per-object clicks are known (RETRAIN_MIN_GAIN_SE: on the project benchmark
+    a candidate passed on a gain of 0.07 clicks whose standard error was 0.5, i.e. on noise);
+    every other set (the general set, RETRAIN_EVAL_DATA) must not show it worse by more than
+    `tolerance` clicks."""
     verdicts: dict[str, bool] = {}
     reasons = []
     hold = metrics["holdout"]
     n = int(hold["candidate"].get("objects") or 0)
     c, s = float(hold["candidate"]["noc90"]), float(hold["serving"]["noc90"])
-    verdicts["holdout"] = c < s
-    reasons.append(f"holdout ({n} objects): NoC@90 {c:.2f} vs serving {s:.2f} "
-                   f"({'better' if c < s else 'not better'})")
+    gain = paired_gain(hold["candidate"].get("clicks90") or [],
+                       hold["serving"].get("clicks90") or [])
+    if gain is None:
+        verdicts["holdout"] = c < s
+        detail = "better" if c < s else "not better"
+    else:
+        mean, se = gain
+        verdicts["holdout"] = c < s and mean > min_gain_se * se
+        detail = (f"{'better' if verdicts['holdout'] else 'not better'}: gain {mean:.2f} "
+                  f"+- {se:.2f} clicks, needs > {min_gain_se:g} standard error(s)")
+    reasons.append(f"holdout ({n} objects): NoC@90 {c:.2f} vs serving {s:.2f} ({detail})")
     for name, m in metrics.items():
         if name == "holdout":
             continue

@@ -504,3 +504,29 @@ def test_a_bad_interpolation_setting_fails_before_any_work(env, monkeypatch):
     with pytest.raises(ValueError, match="RETRAIN_INTERPOLATE must be in"):
         retrain_job(4, 1)
     assert not (registry.registry_root(load_settings()) / "runs").exists()
+
+
+def test_the_gate_wants_a_held_out_gain_beyond_its_standard_error():
+    """RETRAIN_MIN_GAIN_SE: a lower mean made of noise (gain 0.1, SE ~0.5) is not better; a
+    steady gain is; without per-object clicks the plain comparison of means decides."""
+    from review.retrain import decide
+
+    def metrics(cand, serv):
+        return {"holdout": {r: {"objects": len(v), "noc90": sum(v) / len(v), "clicks90": v}
+                            for r, v in (("candidate", cand), ("serving", serv))},
+                "general": {"candidate": {"noc90": 5.0}, "serving": {"noc90": 5.0}}}
+
+    serving = [10, 4, 16, 7, 12, 3, 18, 9, 6, 15] * 2
+    noisy = [s + d for s, d in zip(serving, [-5, 4, -3, 4, -5, 3, -4, 5, -3, 3] * 2,
+                                   strict=True)]  # mean gain 0.1
+    status, verdicts, why = decide(metrics(noisy, serving), 20, 0.2, 1.0)
+    assert status == "reject" and verdicts == {"holdout": False, "general": True}
+    assert "needs > 1 standard error" in why and "gain 0.10" in why
+    assert decide(metrics(noisy, serving), 20, 0.2, 0.0)[0] == "promote"  # the old rule
+    steady = [max(1, s - 1) for s in serving]
+    status, _, why = decide(metrics(steady, serving), 20, 0.2, 1.0)
+    assert status == "promote" and "gain 1.00 +- 0.00" in why
+    plain = metrics(noisy, serving)
+    for role in ("candidate", "serving"):
+        del plain["holdout"][role]["clicks90"]
+    assert decide(plain, 20, 0.2, 1.0)[0] == "promote"

@@ -23,6 +23,11 @@ A killed worker's job is thus requeued 30-40 s after the kill. The jobs make a r
 (see review.prelabel and review.corrections). The cost: a worker stalled for 30 s (no beat
 reached Redis) may see its job run a second time elsewhere; both jobs are idempotent.
 
+RQ's scheduler (it moves retries whose back-off is over back into the queue) runs in a spawned
+process, not RQ's forked one: the worker has threads by then (the keeper, RQ's pub/sub, torch's
+and onnxruntime's pools), and a child forked while one of them held a lock (a Redis connection
+pool's, stdout's) can hang on it for ever; the worker then hangs too, joining it at exit.
+
 Failures: a job is retried (with back-off, clicksmith.queue.BACKOFF_S) only for a transient
 error (clicksmith.queue.is_transient); a job whose input is at fault fails once, with its reason.
 """
@@ -31,9 +36,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import multiprocessing
 import sys
 import threading
 import time
+
+from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
+from rq.logutils import setup_loghandlers
+from rq.scheduler import RQScheduler
+from rq.scheduler import run as run_scheduler
 
 from clicksmith.settings import load_settings
 
@@ -87,6 +98,34 @@ def requeue_abandoned(queue, exception_handlers=None, timestamp: float | None = 
                        serializer=queue.serializer).cleanup(timestamp, exception_handlers)
 
 
+class SpawnedScheduler(RQScheduler):
+    """RQ's scheduler, started in a fresh interpreter (see the module docstring for why)."""
+
+    def __init__(self, *args, logging_level: str | int = "INFO",
+                 date_format: str = DEFAULT_LOGGING_DATE_FORMAT,
+                 log_format: str = DEFAULT_LOGGING_FORMAT, **kwargs) -> None:
+        super().__init__(*args, logging_level=logging_level, date_format=date_format,
+                         log_format=log_format, **kwargs)
+        self._log_setup = {"level": logging_level, "date_format": date_format,
+                           "log_format": log_format}
+
+    def __getstate__(self) -> dict:
+        # the parent's process handle and Redis connection do not cross into the child
+        return {**self.__dict__, "_process": None, "_connection": None}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        setup_loghandlers(name="rq.scheduler", **self._log_setup)  # a fresh interpreter's logs
+
+    def start(self):
+        self._status = self.Status.STARTED
+        self._connection = None
+        self._process = multiprocessing.get_context("spawn").Process(
+            target=run_scheduler, args=(self,), name="Scheduler")
+        self._process.start()
+        return self._process
+
+
 def worker_class(fork: bool):
     """The worker class: RQ's SimpleWorker (or forking Worker) with the recovery above."""
     from rq import SimpleWorker, Worker, worker_registration
@@ -118,6 +157,25 @@ def worker_class(fork: bool):
             for q in self.queues:
                 q.intermediate_queue.cleanup(self, q)
             self.last_cleaned_at = now()
+
+        def _start_scheduler(self, burst: bool = False, logging_level: str | int = "INFO",
+                             date_format: str = DEFAULT_LOGGING_DATE_FORMAT,
+                             log_format: str = DEFAULT_LOGGING_FORMAT) -> None:
+            """RQ's own, with SpawnedScheduler in place of RQScheduler (RQ offers no hook)."""
+            self.scheduler = SpawnedScheduler(
+                self.queues, connection=self.connection, serializer=self.serializer,
+                logging_level=logging_level or "INFO", date_format=date_format,
+                log_format=log_format)
+            self.scheduler.acquire_locks()
+            if not self.scheduler.acquired_locks:
+                return
+            if burst:  # due jobs are moved once, here; no process
+                try:
+                    self.scheduler.enqueue_scheduled_jobs()
+                finally:
+                    self.scheduler.release_locks()
+            else:
+                self.scheduler.start()
 
         def run_maintenance_tasks(self) -> None:
             import redis

@@ -112,10 +112,32 @@ def test_malformed_webhook_payload_fails_once(env, workers):
     assert "annotation" in info["error"][0]
 
 
+def _children_cmdlines(pid: int) -> list[str]:
+    """The command lines of a process's children (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                found.append((stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except (OSError, IndexError, ValueError):
+            continue  # a process that ended meanwhile
+    return found
+
+
 def test_transient_error_is_retried_with_back_off(env, workers, tmp_path):
+    """The retries are moved back into the queue by the worker's scheduler, which is a spawned
+    interpreter, not a fork of the worker (a fork of a process with threads can hang)."""
     marker = tmp_path / "runs.txt"
     job_id = _enqueue(env, fails_with, str(marker), "transient")
-    workers.start(burst=False)
+    worker = workers.start(burst=False)
+    def scheduler_started():  # multiprocessing's resource tracker is a child too
+        return [c for c in _children_cmdlines(worker.pid) if "resource_tracker" not in c]
+
+    wait_until(scheduler_started, 60, what="the scheduler process")
+    children = _children_cmdlines(worker.pid)
+    assert any("spawn_main" in c for c in children), children
+    assert not any("clicksmith.cli worker" in c for c in children), children  # no fork
     # JOB_RETRIES=2: three runs, 5 s then 30 s apart (the scheduler of the worker moves them)
     wait_until(lambda: _status(env, job_id) == "failed", 150, step=0.5,
                what="the retries to be spent")

@@ -94,6 +94,26 @@ def project_stream(folder: Path, seed: int) -> list[tuple[Path, list[int]]]:
     return [(p, by_image[p]) for p in images]
 
 
+def from_training_folder(folder: Path, stream, base_folders: list[Path]):
+    """A project made of a base training folder the bundled model was not trained on (e.g.
+    train_msrc): (stream, RETRAIN_BASE_DATA, note). The stream leaves out the folder's held-out
+    split, which the gate's "auto" general check draws from, and the replay leaves out the
+    folder itself, so no project object reaches a retrain but as a correction.
+    Any other project: (stream, None, "")."""
+    from cdnet.train.data import scan, split
+    from review.retrain import HELD_OUT_SHARE
+
+    if folder.resolve() not in {f.resolve() for f in base_folders}:
+        return stream, None, ""
+    held = {e.image.name for e in split(scan(folder), HELD_OUT_SHARE)[1]}
+    kept = [(image, objs) for image, objs in stream if image.name not in held]
+    others = [f for f in base_folders if f.resolve() != folder.resolve()]
+    note = (f"a training folder as the project: its {len(stream) - len(kept)} held-out images "
+            f"(the general check's) are not in the stream, and replay uses the other "
+            f"{len(others)} base folders")
+    return kept, ",".join(str(f) for f in others), note
+
+
 def batches_of(stream, total: int, per_batch: int) -> list[list[tuple[int, Path, list[int]]]]:
     """Whole images, in stream order, grouped into batches of about `per_batch` objects, up to
     `total` objects. Items: (task id, image, object indices)."""
@@ -383,7 +403,10 @@ def _main(args: argparse.Namespace, finetune, evaluate) -> int:
         return 2
     work = Path(args.work or tempfile.mkdtemp(prefix="adaptation-"))
     project_id = 1
-    stream = project_stream(folder, args.seed)
+    from review.retrain import dataset_list
+
+    stream, base_data, project_note = from_training_folder(
+        folder, project_stream(folder, args.seed), dataset_list("auto"))
     batches = batches_of(stream, args.objects, args.batch_objects)
     used_images = sum(len(b) for b in batches)
     ds = Dataset(folder)
@@ -391,7 +414,8 @@ def _main(args: argparse.Namespace, finetune, evaluate) -> int:
     fake, server = start_label_studio(stream, project_id)
     _use_settings(args, MODEL_REGISTRY=str(work / "models"),
                   CORRECTIONS_ROOT=str(work / "corrections"), LABEL_STUDIO_URL=fake.url,
-                  LABEL_STUDIO_API_KEY="test-legacy-token", TELEMETRY="false")
+                  LABEL_STUDIO_API_KEY="test-legacy-token", TELEMETRY="false",
+                  **({"RETRAIN_BASE_DATA": base_data} if base_data is not None else {}))
     from clicksmith.models import reset_process_service
 
     reset_process_service()
@@ -412,7 +436,7 @@ def _main(args: argparse.Namespace, finetune, evaluate) -> int:
     full = ("nice -n 10 python benchmarks/adaptation.py --project domain_nuclei --objects 300 "
             "--batch-objects 40 --remaining 60")
     res: dict = {"project": folder.name, "label": args.tag or "full",
-                 "reduced": args.reduced_note, "full_command": full,
+                 "reduced": args.reduced_note, "project_note": project_note, "full_command": full,
                  "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                  "args": vars(args), "retrain_settings": retrain_settings,
                  "stream_images": [p.name for p, _ in stream[:used_images]],

@@ -62,6 +62,8 @@ MIN_HOLDOUT_WHY = ("per-object click differences between two models spread by ~1
                    "(benchmarks/adaptation.py), so a mean over fewer objects cannot show a gain "
                    "of half a click")
 GENERAL_SHARE_FOLDERS = "train_"  # the base training folders under ../shared/datasets
+HELD_OUT_SHARE = 0.05  # cdnet.train's validation split of them: replay skips it, the general
+# check draws from it
 
 FinetuneFn = Callable[..., Path]
 EvaluateFn = Callable[..., dict]
@@ -209,7 +211,7 @@ def _shared_datasets() -> Path:
     return SHARED_DATASETS
 
 
-def _dataset_list(spec: str) -> list[Path]:
+def dataset_list(spec: str) -> list[Path]:
     """Comma-separated folders or names under ../shared/datasets (as `clicksmith eval` does);
     "auto": every train_* folder there (none when ../shared is absent)."""
     from cdnet.eval.datasets import resolve
@@ -237,7 +239,7 @@ def replay_folders(base: list[Path], work: Path) -> list[Path]:
 
     out = []
     for folder in base:
-        train, _held = split(scan(folder), 0.05)
+        train, _held = split(scan(folder), HELD_OUT_SHARE)
         dst = work / "replay" / folder.name
         (dst / "images").mkdir(parents=True, exist_ok=True)
         (dst / "masks").mkdir(parents=True, exist_ok=True)
@@ -258,18 +260,18 @@ def general_set(spec: str, n_objects: int, work: Path) -> tuple[Path | None, str
     if not spec:
         return None, "general check off (RETRAIN_GENERAL_DATA is empty)"
     if spec != "auto":
-        folders = _dataset_list(spec)
+        folders = dataset_list(spec)
         if len(folders) != 1:
             raise RetrainError(f"RETRAIN_GENERAL_DATA names one folder, got {spec!r}")
         return folders[0], f"general check on {folders[0]}"
-    folders = _dataset_list("auto")
+    folders = dataset_list("auto")
     if not folders:
         return None, (f"general check skipped: no train_* folders under {_shared_datasets()} "
                       "(a clone without ../shared); only the project's held-out corrections "
                       "were checked")
     from cdnet.train.data import scan, split
 
-    held = [e for f in folders for e in split(scan(f), 0.05)[1]]
+    held = [e for f in folders for e in split(scan(f), HELD_OUT_SHARE)[1]]
     held.sort(key=lambda e: zlib.crc32(f"{e.image.parent.parent.name}/{e.image.name}".encode()))
     dst = work / "general"
     (dst / "images").mkdir(parents=True, exist_ok=True)
@@ -598,7 +600,7 @@ def _run(settings: Settings, project_id: int | None, iterations: int, finetune: 
         log.warning("retrain: %s", message)
         return {**out, "status": "not_enough_evidence", "message": message}
     base_weights = _base_weights(settings)
-    base_data = _dataset_list(settings.retrain_base_data)
+    base_data = dataset_list(settings.retrain_base_data)
     replay = replay_folders(base_data, work) if settings.retrain_replay > 0 else []
     out.update(base_weights=str(base_weights), base_data=[str(p) for p in base_data])
     if settings.retrain_replay > 0 and not replay:
@@ -610,7 +612,7 @@ def _run(settings: Settings, project_id: int | None, iterations: int, finetune: 
     eval_sets: dict[str, Path] = {"holdout": holdout_dir}
     if general is not None:
         eval_sets["general"] = general
-    eval_sets.update({p.name: p for p in _dataset_list(settings.retrain_eval_data)})
+    eval_sets.update({p.name: p for p in dataset_list(settings.retrain_eval_data)})
 
     began = time.monotonic()
 

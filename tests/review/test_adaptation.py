@@ -107,3 +107,26 @@ def test_the_benchmark_loop_refuses_forgetting_and_serves_a_better_model(env, mo
 def _fresh_service():
     yield
     reset_process_service()
+
+
+def test_a_training_folder_as_the_project_keeps_its_held_out_split_and_replay_apart(tmp_path):
+    """A project made of a base training folder: the images the general check draws from are
+    not in the stream, and replay uses the other base folders only; any other folder is used
+    whole, with the default replay."""
+    from cdnet.train.data import scan, split
+    from review.retrain import HELD_OUT_SHARE
+
+    bench = _benchmark()
+    project = _tiny_project(tmp_path / "train_tiny", copies=10)  # 40 images
+    other = _tiny_project(tmp_path / "train_other", copies=1)
+    stream = bench.project_stream(project, seed=0)
+    held = {e.image.name for e in split(scan(project), HELD_OUT_SHARE)[1]}
+    assert held, "the fixture needs a held-out image for this test to mean anything"
+
+    kept, base_data, note = bench.from_training_folder(project, stream, [other, project])
+    assert {p.name for p, _ in kept} == {p.name for p, _ in stream} - held
+    assert [p for p, _ in kept] == [p for p, _ in stream if p.name not in held]  # order kept
+    assert base_data == str(other)
+    assert f"{len(held)} held-out images" in note
+
+    assert bench.from_training_folder(project, stream, [other]) == (stream, None, "")

@@ -194,11 +194,11 @@ def noc_on(predictor, samples) -> dict:
 
 
 def paired_sd(a: list[int], b: list[int]) -> float:
-    d = [x - y for x, y in zip(a, b, strict=True)]
-    if len(d) < 2:
-        return 0.0
-    m = sum(d) / len(d)
-    return math.sqrt(sum((x - m) ** 2 for x in d) / (len(d) - 1))
+    """SD of the per-object differences: the gate's paired_gain SE times sqrt(n)."""
+    from review.retrain import paired_gain
+
+    gain = paired_gain(a, b)
+    return 0.0 if gain is None else gain[1] * math.sqrt(len(a))
 
 
 # --- reporting ---------------------------------------------------------------------------

@@ -75,6 +75,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="one retrain on the corrections a stopped run left in --work (another "
                          "setting on the same stream), then the same remaining sample and "
                          "forgetting; the run's results file names the sample")
+    ap.add_argument("--rebuild-work", metavar="RESULTS_JSON", default=None,
+                    help="store a finished run's corrections again in --work (its stream, "
+                         "through the webhook job, no clicking, no retrain), for --retrain-only "
+                         "when the run's work folder is gone")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a setting for the retrains, e.g. --set retrain_lr=3e-4 (repeatable)")
     return ap.parse_args(argv)
@@ -226,8 +230,10 @@ def markdown(res: dict) -> str:
     lines += [f"Started {res['started']}, {res.get('state', 'running')}; settings of the "
               f"retrains: {json.dumps(res['retrain_settings'])}; batches of about "
               f"{a['batch_objects']} objects, {a['objects']} objects planned, remaining-object "
-              f"sample {len(res['remaining_sample'])}.", "",
-              "| batch | objects so far | clicks/object adapting | static | serving model | "
+              f"sample {len(res['remaining_sample'])}.", ""]
+    if res.get("project_note"):
+        lines += [f"Project: {res['project_note']}.", ""]
+    lines += ["| batch | objects so far | clicks/object adapting | static | serving model | "
               "retrain | s | NoC@90 remaining adapting | static |",
               "|---|---|---|---|---|---|---|---|---|"]
     for b in res["batches"]:
@@ -392,6 +398,32 @@ def retrain_only(args: argparse.Namespace) -> int:
     return 0
 
 
+def rebuild_work(args, stream, batches, work: Path, project_id: int) -> int:
+    """A finished run's corrections stored again, as the run stored them (same tasks, same
+    annotation ids, so the retrain job holds out the same tasks), without clicking."""
+    run = json.loads(Path(args.rebuild_work).read_text())
+    names = [image.name for batch in batches for _task, image, _objs in batch]
+    if names != run["stream_images"]:
+        print(f"adaptation: --project/--objects/--batch-objects/--seed do not give the stream "
+              f"of {args.rebuild_work}", file=sys.stderr)
+        return 2
+    ds = Dataset(resolve(args.project))
+    fake, server = start_label_studio(stream, project_id)
+    _use_settings(args, CORRECTIONS_ROOT=str(work / "corrections"), LABEL_STUDIO_URL=fake.url,
+                  LABEL_STUDIO_API_KEY="test-legacy-token", TELEMETRY="false")
+    ann_id = 0
+    try:
+        for batch in batches:
+            for task_id, _image, objs in batch:
+                for i in objs:
+                    ann_id += 1
+                    submit(fake, project_id, task_id, ann_id, ds[i].gt)
+    finally:
+        server.stop()
+    print(f"{ann_id} corrections stored in {work / 'corrections'}", flush=True)
+    return 0
+
+
 def _main(args: argparse.Namespace, finetune, evaluate) -> int:
     if args.forgetting_only:
         return forgetting_only(args)
@@ -408,6 +440,8 @@ def _main(args: argparse.Namespace, finetune, evaluate) -> int:
     stream, base_data, project_note = from_training_folder(
         folder, project_stream(folder, args.seed), dataset_list("auto"))
     batches = batches_of(stream, args.objects, args.batch_objects)
+    if args.rebuild_work:
+        return rebuild_work(args, stream, batches, work, project_id)
     used_images = sum(len(b) for b in batches)
     ds = Dataset(folder)
     sample_ids = remaining_sample(stream, used_images, args.remaining, args.seed)

@@ -102,6 +102,17 @@ def test_the_benchmark_loop_refuses_forgetting_and_serves_a_better_model(env, mo
     assert second["retrain"]["finetune_seconds"] is not None
     assert res["summary"]["objects annotated"] == 8
 
+    # the run's corrections stored again from its results file (its work folder gone): the
+    # same objects, tasks and annotation ids, for --retrain-only
+    rebuilt = tmp_path / "rebuilt"
+    args = ["--project", str(project), "--objects", "8", "--batch-objects", "4",
+            "--work", str(rebuilt), "--rebuild-work", str(out.with_suffix(".json"))]
+    assert _benchmark().main(args) == 0
+    again = read_manifest(rebuilt / "corrections" / "1")
+    assert {k: (r["task"], r["annotation"]) for k, r in again.items()} == \
+        {k: (r["task"], r["annotation"]) for k, r in rows.items()}
+    assert _benchmark().main([*args[:3], "6", *args[4:]]) == 2  # another stream: refused
+
 
 @pytest.fixture(autouse=True)
 def _fresh_service():

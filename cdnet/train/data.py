@@ -17,7 +17,9 @@ import cv2
 import numpy as np
 
 MAX_SIDE = 512  # images are cached at most this large
-MIN_OBJECT_FRACTION = 0.002
+MIN_OBJECT_FRACTION = 0.002  # smaller masks (of the image) are skipped: mostly label noise in the
+# semantic-label folders (CamVid's stray components); folders named in SampleSource's
+# `min_fraction` use their own minimum (the retrain job: 0 for a project's corrections)
 
 
 @dataclass(frozen=True)
@@ -123,7 +125,8 @@ class SampleSource:
     """Random (image, mask) crops of `size` x `size` with augmentation."""
 
     def __init__(self, entries: list[Entry], size: int = 288,
-                 source_weights: dict[str, float] | None = None):
+                 source_weights: dict[str, float] | None = None,
+                 min_fraction: dict[str, float] | None = None):
         if not entries:
             raise ValueError("no training images with masks found")
         self.entries = entries
@@ -138,6 +141,7 @@ class SampleSource:
         self._single_p = None
         if self.p is not None and self.single:
             self._single_p = self.p[self.single] / self.p[self.single].sum()
+        self.min_fraction = dict(min_fraction or {})  # folder name -> minimum object share
         self._cache: dict[int, tuple[np.ndarray, list[np.ndarray]]] = {}
 
     def _pick(self, rng: np.random.Generator, main_object: bool) -> int:
@@ -156,7 +160,8 @@ class SampleSource:
             # kept as coverage (0-255) until the crop is made: thresholded only once, at the
             # crop's own scale, a mask keeps the sub-pixel boundary its source had
             masks = [_load(m, gray=True, size=img.shape[:2]) for m in e.masks]
-            masks = [m for m in masks if (m > 127).mean() >= MIN_OBJECT_FRACTION]
+            least = self.min_fraction.get(e.image.parent.parent.name, MIN_OBJECT_FRACTION)
+            masks = [m for m in masks if (m > 127).any() and (m > 127).mean() >= least]
             self._cache[i] = (img, masks)
         return self._cache[i]
 

@@ -60,6 +60,9 @@ class TrainConfig:
     boundary_weight: float = BOUNDARY_WEIGHT  # weight of the boundary-band BCE in the loss
     # per-image sampling weight of each training folder (by folder name; 1 when not named)
     source_weights: dict[str, float] = field(default_factory=dict)
+    # folder name -> the smallest object (share of its image) sampled from it; others
+    # data.MIN_OBJECT_FRACTION
+    min_object_fraction: dict[str, float] = field(default_factory=dict)
 
 
 def _image_tensor(images, device: str = "cpu") -> torch.Tensor:
@@ -239,7 +242,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     run = Path(cfg.run_dir)
     run.mkdir(parents=True, exist_ok=True)
     train_entries, val_entries = split_folders(cfg.datasets, cfg.val_fraction)
-    source = SampleSource(train_entries, cfg.crop, cfg.source_weights)
+    source = SampleSource(train_entries, cfg.crop, cfg.source_weights, cfg.min_object_fraction)
     val = validation_samples(val_entries, cfg.val_objects)
 
     if cfg.init_weights:
@@ -377,6 +380,7 @@ def finetune(base_weights: str | Path, dataset_dirs: list[str | Path], out_path:
              crop: int = 288, batch_size: int = 8, layers: str = "all",
              source_weights: dict[str, float] | None = None, threads: int = 2, seed: int = 0,
              freeze_bn: bool = False, interpolate: float = 1.0,
+             min_object_fraction: dict[str, float] | None = None,
              on_iteration: Callable[[int, int, float], None] | None = None) -> Path:
     """Fine-tune existing weights on extra folders (corrections + base data); for retraining.
 
@@ -395,7 +399,8 @@ def finetune(base_weights: str | Path, dataset_dirs: list[str | Path], out_path:
                       iterations=iterations, lr=lr, crop=crop, batch_size=batch_size,
                       init_weights=str(base_weights), val_fraction=0.0,
                       val_every=max(iterations, 1), checkpoint_minutes=60.0, threads=threads,
-                      seed=seed, source_weights=dict(source_weights or {}))
+                      seed=seed, source_weights=dict(source_weights or {}),
+                      min_object_fraction=dict(min_object_fraction or {}))
     best = train(cfg, progress=False, on_iteration=on_iteration, trainable=layer_filter(layers),
                  prepare=freeze_batchnorm if freeze_bn else None)
     if interpolate < 1.0:

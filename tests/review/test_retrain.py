@@ -402,6 +402,9 @@ def test_progress_reaches_the_caller_the_record_and_status(gate_env, tmp_path):
     shown: list[str] = []
 
     def finetune(base, dataset_dirs, out_path, iterations, on_iteration=None, **options):
+        # every correction trains, however small (the base folders keep their floor)
+        assert options["min_object_fraction"] == {dataset_dirs[0].name: 0.0}
+        assert (dataset_dirs[0] / "masks").is_dir()
         for done in range(1, iterations + 1):
             on_iteration(done, iterations, 2.0 * done)
         # what `clicksmith status` shows now, from the record on disk (no Redis needed)

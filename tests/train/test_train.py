@@ -346,3 +346,26 @@ def test_clicksmith_train_fine_trunk_builds_the_head_that_reads_the_trunk(datase
     assert rc == 0
     model, _ = load_model(run / "latest_model.pt")
     assert model.fine is not None and model.fine.trunk_channels == 16
+
+
+def test_small_objects_train_where_a_folder_asks_for_them(tmp_path):
+    """A 6x6 object (0.2% of 120x160 is 38 pixels) is skipped as label noise by default, and
+    sampled from a folder given a minimum of 0 (the retrain job's corrections)."""
+    for name in ("train_base", "corrections"):
+        (tmp_path / name / "images").mkdir(parents=True)
+        (tmp_path / name / "masks").mkdir()
+        img = np.full((120, 160, 3), 90, np.uint8)
+        mask = np.zeros((120, 160), np.uint8)
+        mask[50:56, 70:76] = 255
+        img[mask > 0] = 200
+        cv2.imwrite(str(tmp_path / name / "images" / "a.png"), img)
+        cv2.imwrite(str(tmp_path / name / "masks" / "a.png"), mask)
+    entries = [e for name in ("train_base", "corrections") for e in scan(tmp_path / name)]
+    source = SampleSource(entries, 64, min_fraction={"corrections": 0.0})
+    assert source._get(0)[1] == []  # the base folder's tiny mask: skipped
+    assert len(source._get(1)[1]) == 1  # the correction: kept
+    rng = np.random.default_rng(0)
+    img, gt = source.sample(rng)
+    assert img.shape == (64, 64, 3) and 0 < gt.sum() < 64 * 64
+    with pytest.raises(ValueError, match="usable mask"):
+        SampleSource(entries[:1], 64, min_fraction={"corrections": 0.0}).sample(rng)

@@ -348,6 +348,20 @@ def forgetting_only(args: argparse.Namespace) -> int:
     return 0
 
 
+def _commit() -> str:
+    """The checkout's commit (and '+changes' when it has uncommitted ones): which code ran."""
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, text=True,
+                              capture_output=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=REPO, text=True, capture_output=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+changes" if dirty else "")
+
+
 def retrain_only(args: argparse.Namespace) -> int:
     base = json.loads(Path(args.retrain_only).read_text())
     work = Path(args.work)
@@ -364,7 +378,8 @@ def retrain_only(args: argparse.Namespace) -> int:
     static = registry.load_configured_predictor(None, settings, backend="torch")
     stem = Path(args.out) if args.out else RESULTS / f"adaptation_{args.tag or 'retrain'}"
     res = {"project": base["project"], "based_on": str(args.retrain_only),
-           "settings": env, "corrections": sum(b["objects"] for b in base["batches"]),
+           "settings": env, "iterations": args.iterations or settings.retrain_iterations,
+           "code": _commit(), "corrections": sum(b["objects"] for b in base["batches"]),
            "remaining_static": base["remaining_static"],
            "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     t0 = time.time()

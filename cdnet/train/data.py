@@ -17,9 +17,9 @@ import cv2
 import numpy as np
 
 MAX_SIDE = 512  # images are cached at most this large
-MIN_OBJECT_FRACTION = 0.002  # smaller masks (of the image) are skipped: mostly label noise in the
-# semantic-label folders (CamVid's stray components); folders named in SampleSource's
-# `min_fraction` use their own minimum (the retrain job: 0 for a project's corrections)
+MIN_OBJECT_FRACTION = 0.002  # smaller masks (share of the image) are skipped in the base folders,
+# whose per-class components include stray specks; folders named in SampleSource's
+# `min_fraction` use their own minimum (the retrain job: 0, every correction is meant)
 
 
 @dataclass(frozen=True)

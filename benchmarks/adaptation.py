@@ -104,12 +104,11 @@ def from_training_folder(folder: Path, stream, base_folders: list[Path]):
     split, which the gate's "auto" general check draws from, and the replay leaves out the
     folder itself, so no project object reaches a retrain but as a correction.
     Any other project: (stream, None, "")."""
-    from cdnet.train.data import scan, split
-    from review.retrain import HELD_OUT_SHARE
+    from cdnet.train.data import VAL_FRACTION, scan, split
 
     if folder.resolve() not in {f.resolve() for f in base_folders}:
         return stream, None, ""
-    held = {e.image.name for e in split(scan(folder), HELD_OUT_SHARE)[1]}
+    held = {e.image.name for e in split(scan(folder), VAL_FRACTION)[1]}
     kept = [(image, objs) for image, objs in stream if image.name not in held]
     others = [f for f in base_folders if f.resolve() != folder.resolve()]
     note = (f"a training folder as the project: its {len(stream) - len(kept)} held-out images "

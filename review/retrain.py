@@ -62,8 +62,6 @@ MIN_HOLDOUT_WHY = ("per-object click differences between two models spread by ~1
                    "(benchmarks/adaptation.py), so a mean over fewer objects cannot show a gain "
                    "of half a click")
 GENERAL_SHARE_FOLDERS = "train_"  # the base training folders under ../shared/datasets
-HELD_OUT_SHARE = 0.05  # cdnet.train's validation split of them: replay skips it, the general
-# check draws from it
 
 FinetuneFn = Callable[..., Path]
 EvaluateFn = Callable[..., dict]
@@ -235,11 +233,11 @@ def replay_folders(base: list[Path], work: Path) -> list[Path]:
     """The base training folders without their held-out images (the 5% by name hash that
     training validated on and the general set is drawn from): symlinked per file into
     work/replay/<folder>, so nothing is copied and the general check stays unseen."""
-    from cdnet.train.data import scan, split
+    from cdnet.train.data import VAL_FRACTION, scan, split
 
     out = []
     for folder in base:
-        train, _held = split(scan(folder), HELD_OUT_SHARE)
+        train, _held = split(scan(folder), VAL_FRACTION)
         dst = work / "replay" / folder.name
         (dst / "images").mkdir(parents=True, exist_ok=True)
         (dst / "masks").mkdir(parents=True, exist_ok=True)
@@ -269,9 +267,9 @@ def general_set(spec: str, n_objects: int, work: Path) -> tuple[Path | None, str
         return None, (f"general check skipped: no train_* folders under {_shared_datasets()} "
                       "(a clone without ../shared); only the project's held-out corrections "
                       "were checked")
-    from cdnet.train.data import scan, split
+    from cdnet.train.data import VAL_FRACTION, scan, split
 
-    held = [e for f in folders for e in split(scan(f), HELD_OUT_SHARE)[1]]
+    held = [e for f in folders for e in split(scan(f), VAL_FRACTION)[1]]
     held.sort(key=lambda e: zlib.crc32(f"{e.image.parent.parent.name}/{e.image.name}".encode()))
     dst = work / "general"
     (dst / "images").mkdir(parents=True, exist_ok=True)

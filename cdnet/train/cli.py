@@ -33,6 +33,8 @@ def non_negative_float(text: str) -> float:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    from cdnet.train.data import VAL_FRACTION
+
     parser.add_argument("--run-dir", default="runs/mnv2")
     parser.add_argument("--datasets", nargs="+", default=DEFAULT_DATASETS,
                         help="names under ../shared/datasets or folders (images/, masks/)")
@@ -55,7 +57,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep-snapshots", action="store_true",
                         help="keep each checkpoint's weights as <run-dir>/snapshots/it_<N>.pt "
                              "(to average the last few)")
-    parser.add_argument("--val-fraction", type=float, default=0.05,
+    parser.add_argument("--val-fraction", type=float, default=VAL_FRACTION,
                         help="share of images held out for validation (0 for a pack of training "
                              "images only: scripts/pack_training_data.py)")
     parser.add_argument("--init-weights", help="start from these weights instead of ImageNet")

@@ -17,6 +17,8 @@ import cv2
 import numpy as np
 
 MAX_SIDE = 512  # images are cached at most this large
+VAL_FRACTION = 0.05  # the default held-out share of `split`: what training validates on, and
+# what the retrain job's general check draws from and its replay leaves out
 MIN_OBJECT_FRACTION = 0.002  # smaller masks (share of the image) are skipped in the base folders,
 # whose per-class components include stray specks; folders named in SampleSource's
 # `min_fraction` use their own minimum (the retrain job: 0, every correction is meant)

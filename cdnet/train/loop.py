@@ -25,7 +25,7 @@ from cdnet.eval.datasets import Sample
 from cdnet.model.cdnet import CDNet
 from cdnet.model.encoding import click_maps
 from cdnet.model.io import build_model, load_model, save_model, with_fine_head
-from cdnet.train.data import SampleSource, split_folders
+from cdnet.train.data import VAL_FRACTION, SampleSource, split_folders
 from cdnet.train.losses import BOUNDARY_WEIGHT, cdnet_loss
 from cdnet.train.simulation import error_click, random_first_clicks, random_prior
 
@@ -43,7 +43,7 @@ class TrainConfig:
     prior_probability: float = 0.3
     zero_click_probability: float = 0.05  # no clicks, no prior: learn "the main object"
     max_error_clicks: int = 3
-    val_fraction: float = 0.05
+    val_fraction: float = VAL_FRACTION
     val_objects: int = 20
     val_every: int = 1000
     checkpoint_minutes: float = 5.0

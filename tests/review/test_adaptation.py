@@ -124,14 +124,13 @@ def test_a_training_folder_as_the_project_keeps_its_held_out_split_and_replay_ap
     """A project made of a base training folder: the images the general check draws from are
     not in the stream, and replay uses the other base folders only; any other folder is used
     whole, with the default replay."""
-    from cdnet.train.data import scan, split
-    from review.retrain import HELD_OUT_SHARE
+    from cdnet.train.data import VAL_FRACTION, scan, split
 
     bench = _benchmark()
     project = _tiny_project(tmp_path / "train_tiny", copies=10)  # 40 images
     other = _tiny_project(tmp_path / "train_other", copies=1)
     stream = bench.project_stream(project, seed=0)
-    held = {e.image.name for e in split(scan(project), HELD_OUT_SHARE)[1]}
+    held = {e.image.name for e in split(scan(project), VAL_FRACTION)[1]}
     assert held, "the fixture needs a held-out image for this test to mean anything"
 
     kept, base_data, note = bench.from_training_folder(project, stream, [other, project])

@@ -412,7 +412,7 @@ def retrain_only(args: argparse.Namespace) -> int:
     return 0
 
 
-def rebuild_work(args, stream, batches, work: Path, project_id: int) -> int:
+def rebuild_work(args, ds: Dataset, stream, batches, work: Path, project_id: int) -> int:
     """A finished run's corrections stored again, as the run stored them (same tasks, same
     annotation ids, so the retrain job holds out the same tasks), without clicking."""
     run = json.loads(Path(args.rebuild_work).read_text())
@@ -421,7 +421,6 @@ def rebuild_work(args, stream, batches, work: Path, project_id: int) -> int:
         print(f"adaptation: --project/--objects/--batch-objects/--seed do not give the stream "
               f"of {args.rebuild_work}", file=sys.stderr)
         return 2
-    ds = Dataset(resolve(args.project))
     fake, server = start_label_studio(stream, project_id)
     _use_settings(args, CORRECTIONS_ROOT=str(work / "corrections"), LABEL_STUDIO_URL=fake.url,
                   LABEL_STUDIO_API_KEY="test-legacy-token", TELEMETRY="false")
@@ -454,10 +453,10 @@ def _main(args: argparse.Namespace, finetune, evaluate) -> int:
     stream, base_data, project_note = from_training_folder(
         folder, project_stream(folder, args.seed), dataset_list("auto"))
     batches = batches_of(stream, args.objects, args.batch_objects)
-    if args.rebuild_work:
-        return rebuild_work(args, stream, batches, work, project_id)
-    used_images = sum(len(b) for b in batches)
     ds = Dataset(folder)
+    if args.rebuild_work:
+        return rebuild_work(args, ds, stream, batches, work, project_id)
+    used_images = sum(len(b) for b in batches)
     sample_ids = remaining_sample(stream, used_images, args.remaining, args.seed)
     fake, server = start_label_studio(stream, project_id)
     _use_settings(args, MODEL_REGISTRY=str(work / "models"),

@@ -30,6 +30,7 @@ from clicksmith.labelstudio.results import result_items
 from clicksmith.models import ModelService, SegmentationModel
 from clicksmith.prelabel import task_prediction
 from clicksmith.queue import JobQueue, QueueUnavailable
+from clicksmith.registry import ProjectScales
 from clicksmith.settings import Settings
 from clicksmith.telemetry import Interaction, ObjectKey, Telemetry
 
@@ -62,6 +63,7 @@ class Backend:
         self.telemetry = Telemetry(settings, on_failure=lambda op: self.metrics.inc(
             "telemetry_failures", op=op))  # off without REDIS_URL
         self._project_versions: dict[int, str] = {}  # model_version set per project (retrieve)
+        self.scales = ProjectScales(settings)  # the frames a retrain adopted per project
         # torch runs one inference at a time per process; with the threaded dev server this
         # keeps two requests from fighting over the same CPU threads
         self.predict_lock = threading.Lock()
@@ -108,7 +110,8 @@ class Backend:
         if len(tasks) != 1:
             raise ApiError(400, f"an interactive request must hold one task, got {len(tasks)}")
         task = tasks[0]
-        predictor = self.model.get(timeout=PREDICT_MODEL_WAIT_S)
+        predictor = self._framed(self.model.get(timeout=PREDICT_MODEL_WAIT_S),
+                                 self._project_of(body, [task]))
         project = str(body.get("project") or task.get("project") or "none")
         items: list[dict] = []
         qualities: list[float] = []
@@ -219,6 +222,20 @@ class Backend:
         if any(results):
             self._mark_project_version(project, predictor.model_version)
         return answer
+
+    def _framed(self, predictor: SegmentationModel, project: int | None) -> SegmentationModel:
+        """The model with the frames for the project's object scale, when a retrain adopted
+        one (cdnet.inference.scale); a damaged record is logged and counted, and the click
+        is answered with the general frames rather than refused."""
+        if project is None:
+            return predictor
+        try:
+            scale = self.scales.get(project)
+        except ValueError as exc:
+            log.warning("project %s: general frames: %s", project, exc)
+            self.metrics.inc("project_scale_errors")
+            return predictor
+        return predictor if scale is None else predictor.for_scale(scale)
 
     @staticmethod
     def _project_of(body: dict, tasks: list[dict]) -> int | None:

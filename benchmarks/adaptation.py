@@ -299,6 +299,21 @@ def main(argv=None, finetune=None, evaluate=None) -> int:
         os.environ.update(saved_env)
 
 
+def project_predictor(settings, project_id: int, static):
+    """(predictor, label) the project's clicks get now: the serving version with the frames a
+    retrain adopted for the project (cdnet.inference.scale); `static` itself while the bundled
+    weights serve in the general frames, so callers can tell by identity."""
+    from clicksmith import registry
+
+    version = registry.current_version(settings)
+    scale = registry.project_scale(settings, project_id)
+    label = (version or "bundled") + (f" @{scale.first_view}/{scale.zoom_min}px" if scale else "")
+    if version is None and scale is None:
+        return static, label
+    base = static if version is None else registry.load_serving_predictor(settings)
+    return base.for_scale(scale), label
+
+
 def measure_forgetting(args, static, serving_predictor) -> dict:
     """The standard sets, static vs final model (never used for any choice)."""
     forgetting = {}
@@ -396,18 +411,25 @@ def retrain_only(args: argparse.Namespace) -> int:
     from cdnet.fileio import atomic_write_json
 
     atomic_write_json(stem.with_suffix(".json"), res)
-    if record.get("candidate_version"):
-        # the candidate on the remaining sample and the standard sets, promoted or not: what
-        # the gate's verdict would have been worth
-        cand = registry.load_configured_predictor(
-            registry.version_dir(settings, record["candidate_version"]) / "weights.pt",
-            settings, backend="torch") if record.get("status") == "promoted" else None
-        if cand is not None:
-            res["remaining_candidate"] = noc_on(cand, remaining)
-            print(f"remaining: {res['remaining_candidate']['noc90']:.2f} vs static "
-                  f"{base['remaining_static']['noc90']:.2f}", flush=True)
-            atomic_write_json(stem.with_suffix(".json"), res)
-            res["forgetting"] = measure_forgetting(args, static, cand)
+    res["retrain"]["project_scale"] = record.get("project_scale")
+    # what the project serves now (a promoted candidate, the project's adopted frames) on the
+    # remaining sample, and on the standard sets in the general frames (other projects)
+    final, label = project_predictor(settings, 1, static)
+    res["remaining_static_now"] = noc_on(static, remaining)  # these settings, this code
+    print(f"remaining (static): {res['remaining_static_now']['noc90']:.2f}", flush=True)
+    scale = registry.project_scale(settings, 1)
+    if scale is not None and registry.current_version(settings):
+        # the frames alone, without the fine-tuned weights: what each part is worth
+        res["remaining_frames_only"] = noc_on(static.for_scale(scale), remaining)
+        print(f"remaining (bundled weights, project frames): "
+              f"{res['remaining_frames_only']['noc90']:.2f}", flush=True)
+    if final is not static:
+        res["remaining_final"] = {**noc_on(final, remaining), "serving": label}
+        print(f"remaining ({label}): {res['remaining_final']['noc90']:.2f} vs static "
+              f"{base['remaining_static']['noc90']:.2f}", flush=True)
+        atomic_write_json(stem.with_suffix(".json"), res)
+        if registry.current_version(settings):
+            res["forgetting"] = measure_forgetting(args, static, final.for_scale(None))
             atomic_write_json(stem.with_suffix(".json"), res)
     return 0
 
@@ -541,11 +563,9 @@ def _main(args: argparse.Namespace, finetune, evaluate) -> int:
                   f"{entry['retrain']['seconds']:.0f} s: "
                   f"{record.get('decision') or record.get('message') or record.get('error')}",
                   flush=True)
-            if registry.current_version(settings) and \
-                    registry.current_version(settings) != (None if serving_version == "bundled"
-                                                           else serving_version):
-                serving_version = registry.current_version(settings)
-                serving_predictor = registry.load_serving_predictor(load_settings())
+            entry["retrain"]["project_scale"] = record.get("project_scale")
+            serving_predictor, serving_version = project_predictor(
+                load_settings(), project_id, static)
             if serving_predictor is static:
                 entry["remaining_adapting"] = res["remaining_static"]
             else:
@@ -556,7 +576,9 @@ def _main(args: argparse.Namespace, finetune, evaluate) -> int:
                   f"{res['remaining_static']['noc90']:.2f})", flush=True)
             res["batches"].append(entry)
             write_results(res, stem)
-        res["forgetting"] = measure_forgetting(args, static, serving_predictor)
+        # the standard sets stand for other projects: the general frames
+        res["forgetting"] = measure_forgetting(args, static, serving_predictor.for_scale(None)
+                                               if serving_predictor is not static else static)
         res["forgetting_model"] = serving_version
         res["state"] = "finished"
     finally:

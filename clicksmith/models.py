@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from cdnet.clicks import Click
     from cdnet.inference.image import PreparedImage
     from cdnet.inference.predictor import Box, Result, Session, SessionState
+    from cdnet.inference.scale import ObjectScale
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,8 @@ class SegmentationModel(Protocol):
 
     def step(self, image: PreparedImage, state: SessionState,
              click: Click) -> tuple[SessionState, Result]: ...
+
+    def for_scale(self, scale: ObjectScale | None) -> SegmentationModel: ...
 
 
 ModelLoader = Callable[[Settings], SegmentationModel]

@@ -5,6 +5,8 @@ Layout under `settings.model_registry`:
     versions/<version>/weights.onnx    their ONNX export (what an install without torch serves)
     versions/<version>/metrics.json    what the retrain measured (candidate vs. previous)
     current                            one line: the serving version's name
+    projects/<id>.json                 a project's object scale and whether a retrain adopted
+                                       it (cdnet.inference.scale): the frames that project gets
 
 Why a pointer file and not a symlink or env var: replacing one small file with os.replace is
 atomic on every filesystem we run on, and the backend and the workers only need to `stat` it
@@ -19,10 +21,15 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cdnet.fileio import atomic_write_bytes, atomic_write_json
 from clicksmith.settings import REPO_ROOT, Settings
+
+if TYPE_CHECKING:  # imported where used: the model service loads no numpy until a model does
+    from cdnet.inference.scale import ObjectScale
 
 WEIGHTS_NAME = "weights.pt"
 _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -118,6 +125,74 @@ def promote(settings: Settings, version: str) -> None:
     if not (version_dir(settings, version) / WEIGHTS_NAME).is_file():
         raise ValueError(f"cannot promote {version!r}: no weights in the registry")
     atomic_write_bytes(pointer_path(settings), (version + "\n").encode())
+
+
+def project_scale_path(settings: Settings, project_id: int) -> Path:
+    if isinstance(project_id, bool) or not isinstance(project_id, int) or project_id < 1:
+        raise ValueError(f"a project id is a positive integer, got {project_id!r}")
+    return registry_root(settings) / "projects" / f"{project_id}.json"
+
+
+def store_project_scale(settings: Settings, project_id: int, decision: dict) -> None:
+    """Record a retrain's decision on a project's object scale (atomic). `decision` holds
+    "adopted" (bool) and, when adopted, "scale" (ObjectScale.to_dict())."""
+    from cdnet.inference.scale import ObjectScale
+
+    if decision.get("adopted"):
+        ObjectScale.from_dict(decision.get("scale") or {})  # never store one that cannot load
+    atomic_write_json(project_scale_path(settings, project_id), decision)
+
+
+def project_scale_record(settings: Settings, project_id: int) -> dict | None:
+    """The stored decision for a project, or None when no retrain has decided one."""
+    try:
+        return json.loads(project_scale_path(settings, project_id).read_text())
+    except FileNotFoundError:
+        return None
+
+
+def project_scale(settings: Settings, project_id: int) -> ObjectScale | None:
+    """The object scale a project's clicks are framed for, or None (the general frames): only
+    a scale a retrain adopted. An unreadable record raises ValueError: a damaged registry is
+    reported, not silently served with other frames."""
+    try:
+        record = project_scale_record(settings, project_id)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"project {project_id}: unreadable object-scale record: {exc}") from exc
+    if not record or not record.get("adopted"):
+        return None
+    from cdnet.inference.scale import ObjectScale
+
+    return ObjectScale.from_dict(record.get("scale") or {})
+
+
+class ProjectScales:
+    """Projects' adopted scales for a serving process: a record is read again only when its
+    file changes (one stat per click). Bounded: forgets everything past MAX_PROJECTS."""
+
+    MAX_PROJECTS = 10_000
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._seen: dict[int, tuple[int | None, ObjectScale | None]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, project_id: int) -> ObjectScale | None:
+        path = project_scale_path(self.settings, project_id)
+        try:
+            stamp: int | None = path.stat().st_mtime_ns
+        except FileNotFoundError:
+            stamp = None
+        with self._lock:
+            hit = self._seen.get(project_id)
+        if hit is not None and hit[0] == stamp:
+            return hit[1]
+        scale = None if stamp is None else project_scale(self.settings, project_id)
+        with self._lock:
+            if len(self._seen) >= self.MAX_PROJECTS:
+                self._seen.clear()
+            self._seen[project_id] = (stamp, scale)
+        return scale
 
 
 def serving_weights(settings: Settings) -> Path | None:

@@ -71,6 +71,7 @@ class Settings:
     retrain_interpolate: float
     retrain_min_holdout: int
     retrain_min_gain_se: float
+    retrain_project_scale: bool
     retrain_general_data: str
     retrain_general_objects: int
     retrain_general_tolerance: float

@@ -33,6 +33,7 @@ CDNET = Path(__file__).resolve().parents[1] / "cdnet"
 RESULT_SETTINGS = ("progressive", "progressive_join", "flip_average", "base_size", "zoom_size",
                    "drop_far")
 MAX_ENTRIES = 20_000  # per version and fingerprint: far above any project's held-out objects
+MAX_FINGERPRINTS = 4  # per version: the general frames, a project's frames, and a change or two
 
 
 def code_digest() -> str:
@@ -65,19 +66,28 @@ def object_digests(ds: Dataset) -> dict[str, str]:
 
 
 class EvalCache:
-    """The results of one model version under one fingerprint, in `root/<version>.json`."""
+    """The results of one model version under one fingerprint, in `root/<version>.json`.
+
+    The file keeps the results of up to MAX_FINGERPRINTS fingerprints, most recently saved
+    first: a retrain judges the serving model in the general frames and in a project's frames
+    (review.retrain), and each must find its own results at the next run."""
 
     def __init__(self, root: Path, version: str, fingerprint: str) -> None:
         self.path = root / f"{version}.json"
         self.fingerprint = fingerprint
-        self.entries: dict[str, dict] = {}
+        self.entries: dict[str, dict] = dict(self._stored().get(fingerprint, {}))
+
+    def _stored(self) -> dict[str, dict]:
+        """fingerprint -> entries, as on disk now (a damaged file: nothing)."""
         try:
             data = json.loads(self.path.read_text()) if self.path.is_file() else {}
         except (OSError, ValueError) as exc:  # a damaged file costs one full evaluation
             log.warning("eval cache %s unreadable (%s): evaluating from scratch", self.path, exc)
-            data = {}
-        if data.get("fingerprint") == fingerprint and isinstance(data.get("entries"), dict):
-            self.entries = data["entries"]
+            return {}
+        by_fp = data.get("by_fingerprint") if isinstance(data, dict) else None
+        if not isinstance(by_fp, dict):
+            return {}
+        return {fp: e for fp, e in by_fp.items() if isinstance(e, dict)}
 
     def reusable(self, digests: dict[str, str]) -> dict[str, dict]:
         """The stored runs of objects whose digest is unchanged, by object name."""
@@ -90,8 +100,10 @@ class EvalCache:
     def save(self) -> None:
         if len(self.entries) > MAX_ENTRIES:
             self.entries = dict(list(self.entries.items())[-MAX_ENTRIES:])
+        others = [(fp, e) for fp, e in self._stored().items() if fp != self.fingerprint]
+        by_fp = dict([(self.fingerprint, self.entries)] + others[: MAX_FINGERPRINTS - 1])
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.path, {"fingerprint": self.fingerprint, "entries": self.entries})
+        atomic_write_json(self.path, {"by_fingerprint": by_fp})
 
 
 def prune(root: Path, keep_versions: set[str]) -> None:

@@ -10,11 +10,16 @@ The run, step by step (each failure leaves the registry's `current` untouched):
 3. fine-tune the serving weights on the training part, with RETRAIN_REPLAY of every batch's
    objects drawn from RETRAIN_BASE_DATA (the base model's training folders) against
    forgetting (`_finetune`);
-4. evaluate candidate and serving model with the standard NoC protocol (`_evaluate`; lower
-   NoC@90 is better) on the held-out corrections, on the general set (RETRAIN_GENERAL_DATA:
-   fixed held-out objects of the base training folders, skipped with a note when they are not
-   on this machine) and on RETRAIN_EVAL_DATA;
-5. promote (store in the registry, move `current`) only when the candidate is better on the
+4. for one project: measure its object scale on the training part (cdnet.inference.scale)
+   and adopt it (`registry.store_project_scale`: that project's clicks get the scale's frames)
+   when the serving model needs fewer clicks with it on the held-out corrections, by the same
+   rule as a candidate (`decide`);
+5. evaluate candidate and serving model with the standard NoC protocol (`_evaluate`; lower
+   NoC@90 is better) on the held-out corrections (with the project's frames as just decided),
+   on the general set (RETRAIN_GENERAL_DATA: fixed held-out objects of the base training
+   folders, skipped with a note when they are not on this machine) and on RETRAIN_EVAL_DATA
+   (general frames: they stand for the other projects);
+6. promote (store in the registry, move `current`) only when the candidate is better on the
    held-out corrections and not worse than RETRAIN_GENERAL_TOLERANCE on every other set.
 Every run leaves `runs/<run>.json` in the registry, written at the start ("running", with its
 progress: phase, iteration, ETA, updated every few seconds) and at the end.
@@ -41,6 +46,7 @@ import zlib
 from collections.abc import Callable
 from pathlib import Path
 
+from cdnet.inference.scale import ObjectScale, measure_scale
 from cdnet.model.files import version_of
 from clicksmith import registry
 from clicksmith.settings import Settings, load_settings
@@ -91,10 +97,12 @@ def _finetune(base_weights: Path, dataset_dirs: list[Path], out_path: Path, iter
 
 
 def _evaluate(weights: Path | None, dataset: Path,
-              on_object: Callable[[dict], None] | None = None) -> dict:
+              on_object: Callable[[dict], None] | None = None,
+              scale: ObjectScale | None = None) -> dict:
     """NoC summary of the model in `weights` (None: bundled) on a dataset folder, in the
-    configuration it serves in (flip, view sizes, progressive). Objects this model already
-    ran on under the same settings and code are taken from review.eval_cache, not rerun."""
+    configuration it serves in (flip, view sizes, progressive), with the frames for `scale`
+    (None: the general frames). Objects this model already ran on under the same settings,
+    frames and code are taken from review.eval_cache, not rerun."""
     try:
         from cdnet.eval.datasets import Dataset
         from cdnet.eval.noc import MAX_CLICKS, evaluate
@@ -106,11 +114,14 @@ def _evaluate(weights: Path | None, dataset: Path,
 
     settings = load_settings()
     predictor = load_configured_predictor(weights, settings, backend="torch")
+    protocol: dict = {"mode": "empty", "max_clicks": MAX_CLICKS, "stop_iou": 0.90}
+    if scale is not None:  # the general frames keep the key they always had
+        predictor = predictor.for_scale(scale)
+        protocol["frames"] = [scale.first_view, scale.zoom_min]
     ds = Dataset(dataset)
     digests = object_digests(ds)
     cache = EvalCache(eval_cache_root(settings), version_of(weights),
-                      fingerprint(settings, {"mode": "empty", "max_clicks": MAX_CLICKS,
-                                             "stop_iou": 0.90}))
+                      fingerprint(settings, protocol))
     done = cache.reusable(digests)
     for entry in done.values():  # progress counts every object, computed or reused
         if on_object is not None:
@@ -586,6 +597,7 @@ def _run(settings: Settings, project_id: int | None, iterations: int, finetune: 
                "freeze_bn": settings.retrain_freeze_bn,
                "interpolate": settings.retrain_interpolate, "min_holdout": need,
                "min_gain_se": settings.retrain_min_gain_se,
+               "project_scale": settings.retrain_project_scale,
                "general_tolerance": tolerance}
     out: dict = {"counts": counts, "options": options}
     if counts["holdout"] < need or not counts["train"]:
@@ -644,21 +656,43 @@ def _run(settings: Settings, project_id: int | None, iterations: int, finetune: 
     metrics: dict = {}
     began = time.monotonic()
     with_progress = _accepts(evaluate, "on_object")
-    for k, (name, folder) in enumerate(eval_sets.items(), 1):
-        metrics[name] = {}
-        for role, weights in (("candidate", Path(candidate)), ("serving", serving)):
-            n = len(list((folder / "masks").glob("*.png")))
-            seen = [0]
 
-            def on_object(_entry: dict, name=name, role=role, n=n, k=k, seen=seen) -> None:
-                seen[0] += 1
-                report("evaluate", set=name, model=role, object=seen[0], objects=n,
-                       set_index=k, sets=len(eval_sets))
+    def run(name: str, role: str, weights: Path | None, folder: Path, k: int,
+            scale: ObjectScale | None = None) -> dict:
+        n = len(list((folder / "masks").glob("*.png")))
+        seen = [0]
 
-            report("evaluate", set=name, model=role, object=0, objects=n, set_index=k,
+        def on_object(_entry: dict) -> None:
+            seen[0] += 1
+            report("evaluate", set=name, model=role, object=seen[0], objects=n, set_index=k,
                    sets=len(eval_sets))
-            metrics[name][role] = (evaluate(weights, folder, on_object=on_object)
-                                   if with_progress else evaluate(weights, folder))
+
+        report("evaluate", set=name, model=role, object=0, objects=n, set_index=k,
+               sets=len(eval_sets))
+        kwargs: dict = {"on_object": on_object} if with_progress else {}
+        if scale is not None:
+            kwargs["scale"] = scale
+        return evaluate(weights, folder, **kwargs)
+
+    # the project's frames first: the held-out comparison below uses what the project gets
+    frames, serving_holdout = None, None
+    if project_id is not None and settings.retrain_project_scale and _accepts(evaluate, "scale"):
+        decision, serving_by_frames = decide_scale(
+            measure_scale(_read_masks(train_dir)), need, settings.retrain_min_gain_se,
+            lambda role, scale: run("holdout", role, serving, holdout_dir, 1, scale))
+        registry.store_project_scale(settings, project_id, {
+            **decision, "run": report.record.get("run"), "decided_at": time.time()})
+        out["project_scale"] = decision
+        if decision["adopted"]:
+            frames = ObjectScale.from_dict(decision["scale"])
+        serving_holdout = serving_by_frames.get("adopted" if frames else "general")
+    for k, (name, folder) in enumerate(eval_sets.items(), 1):
+        scale = frames if name == "holdout" else None  # other sets stand for other projects
+        metrics[name] = {"candidate": run(name, "candidate", Path(candidate), folder, k, scale)}
+        if name == "holdout" and serving_holdout is not None:
+            metrics[name]["serving"] = serving_holdout  # measured just above
+        else:
+            metrics[name]["serving"] = run(name, "serving", serving, folder, k, scale)
     out["evaluate_seconds"] = round(time.monotonic() - began, 1)
     version = version_of(Path(candidate))
     out.update(metrics=metrics, candidate_version=version, tolerance=tolerance)
@@ -678,6 +712,41 @@ def _run(settings: Settings, project_id: int | None, iterations: int, finetune: 
         export_onnx=True)
     registry.promote(settings, version)
     return {**out, "status": "promoted", "serving_after": version}
+
+
+def _read_masks(folder: Path):
+    """The masks of a dataset folder, one at a time (a project's corrections can be many)."""
+    import cv2
+
+    for path in sorted((folder / "masks").glob("*.png")):
+        mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        if mask is None:
+            raise RetrainError(f"unreadable correction mask {path}")
+        yield mask
+
+
+def decide_scale(scale: ObjectScale | None, min_holdout: int, min_gain_se: float,
+                 evaluate_serving: Callable[[str, ObjectScale | None], dict],
+                 ) -> tuple[dict, dict]:
+    """Whether a project's clicks get the frames of its object scale: only when the serving
+    model needs fewer clicks with them on the held-out corrections, by the rule that promotes
+    a candidate (`decide`, on that set alone). Returns the decision record and the serving
+    model's held-out results by frames ("general", "adopted" when adopted), for reuse."""
+    if scale is None:
+        return {"adopted": False, "scale": None,
+                "decision": "no object scale: no correction has an object pixel"}, {}
+    general = evaluate_serving("serving (general frames)", None)
+    scaled = evaluate_serving(f"serving (frames for {scale.side:g} px objects)", scale)
+    status, _verdicts, why = decide({"holdout": {"candidate": scaled, "serving": general}},
+                                    min_holdout, 0.0, min_gain_se)
+    adopted = status == "promote"
+    decision = {
+        "adopted": adopted, "scale": scale.to_dict(),
+        "holdout_noc90": {"general": general.get("noc90"), "scaled": scaled.get("noc90")},
+        "decision": f"frames for {scale.side:g} px objects ({scale.first_view} px first view, "
+                    f"{scale.zoom_min} px zoom-in) {'adopted' if adopted else 'not adopted'}: "
+                    + why.replace("vs serving", "vs general frames")}
+    return decision, {"general": general, **({"adopted": scaled} if adopted else {})}
 
 
 def paired_gain(candidate: list, serving: list) -> tuple[float, float] | None:
@@ -738,6 +807,8 @@ def summary_line(record: dict) -> str:
         line += f" (candidate {record['candidate_version']})"
     if record.get("decision"):
         line += f"; {record['decision']}"
+    if record.get("project_scale"):
+        line += f"; {record['project_scale']['decision']}"
     elif record.get("message"):
         line += f"; {record['message']}"
     if record.get("general_check") and "skipped" in record["general_check"]:

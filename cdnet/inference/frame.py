@@ -11,8 +11,9 @@ for one network call and undoes them in reverse order:
 into the network frame (`Frame.transform`), outermost step first:
   1. `BoxStep`: while no click is positive, the box's centre is the positive click.
   2. `View`: the crop of the photo the network looks at, resized to about `size` pixels: the
-     whole photo, the box (first click) or the zoom-in around the mask and the clicks (later
-     clicks). The image, the clicks and the mask so far (the prior) are mapped into it.
+     whole photo, the box (first click), a crop around the click (first click, on a project of
+     small objects: `cdnet.inference.scale`) or the zoom-in around the mask and the clicks
+     (later clicks). The image, the clicks and the mask so far (the prior) are mapped into it.
 back to the photo (`Frame.inv_transform`), innermost step first:
   2. `View`: the probabilities, from the network frame back onto the crop. Either the whole
      crop is taken (first click, progressive off) or, progressive, only the regions of change
@@ -48,7 +49,15 @@ import numpy as np
 from cdnet.clicks import Click
 from cdnet.inference.image import PreparedImage
 from cdnet.inference.progressive import regions_of_change
-from cdnet.inference.views import View, box_mask, box_view, whole_view, zoom_view
+from cdnet.inference.views import (
+    ZOOM_MIN_SIZE,
+    View,
+    box_mask,
+    box_view,
+    click_view,
+    whole_view,
+    zoom_view,
+)
 from cdnet.model.encoding import CLICK_RADIUS, click_maps
 
 Box = tuple[float, float, float, float]  # y0, x0, y1, x1 in pixels
@@ -184,23 +193,34 @@ class Frame:
 class Framing:
     """Which frame the network gets, from the predictor's settings: the longer side of the
     whole-image view (`base_size`) and of the box and zoom-in views (`zoom_size`), and
-    progressive refinement (`join`, network px) or None for taking the whole crop."""
+    progressive refinement (`join`, network px) or None for taking the whole crop.
+    `first_view` (image px): the first click sees a crop of that side around it instead of the
+    whole image; `zoom_min` (image px): the zoom-in's smallest side. Both follow a project's
+    object scale (`cdnet.inference.scale`); None and ZOOM_MIN_SIZE are the general defaults."""
 
     base_size: int
     zoom_size: int
     join: float | None
+    first_view: int | None = None
+    zoom_min: int = ZOOM_MIN_SIZE
 
     def for_click(self, previous: np.ndarray, clicks: tuple[Click, ...],
                   box: Box | None) -> Frame:
         """The frame for the newest of `clicks` on a mask so far `previous`. The first click
-        (nothing masked yet) sees the box, or the whole image, and takes the whole crop; later
+        (nothing masked yet) sees the box, the crop around it (`first_view`) or the whole image,
+        and takes the whole crop; later
         clicks see the zoom-in around the mask and the clicks."""
         step = BoxStep(box) if box else None
         if len(clicks) == 1 and not previous.any():
-            view = box_view(box, previous.shape, self.zoom_size) if box else \
-                whole_view(previous.shape, self.base_size)
+            if box:
+                view = box_view(box, previous.shape, self.zoom_size)
+            elif self.first_view:
+                view = click_view(clicks[0], previous.shape, self.zoom_size, self.first_view)
+            else:
+                view = whole_view(previous.shape, self.base_size)
             return Frame(view, step)
-        return Frame(zoom_view(previous, clicks, self.zoom_size), step, self.join)
+        view = zoom_view(previous, clicks, self.zoom_size, self.zoom_min)
+        return Frame(view, step, self.join)
 
     def for_mask(self, mask: np.ndarray, size: int) -> Frame:
         """The frame in which the network judges `mask` (no clicks), `size` px on its longer

@@ -12,7 +12,7 @@ import io
 import json
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -24,6 +24,8 @@ from cdnet.inference.frame import Box, BoxStep, Framing
 from cdnet.inference.image import PreparedImage, as_mask
 from cdnet.inference.pieces import far_pieces
 from cdnet.inference.runner import FlipAveraged, NetOutput, OnnxRunner, Runner, TorchRunner
+from cdnet.inference.scale import ObjectScale
+from cdnet.inference.views import ZOOM_MIN_SIZE
 
 
 @dataclass(frozen=True)
@@ -99,21 +101,37 @@ class Predictor:
     # drop far pieces no positive click explains (cdnet.inference.pieces) from answers made
     # without a prior: "off", "first" (the first click only) or "new" (pieces new at any click)
     drop_far: str = defaults.DROP_FAR
+    # a project's object scale (cdnet.inference.scale): the first click's crop around it and
+    # the zoom-in's smallest side, in image px; None / ZOOM_MIN_SIZE: the general frames
+    first_view: int | None = None
+    zoom_min: int = ZOOM_MIN_SIZE
 
     def __post_init__(self) -> None:
         if self.drop_far not in DROP_FAR_MODES:
             raise ValueError(f"drop_far must be one of {DROP_FAR_MODES}, got {self.drop_far!r}")
+        if (self.first_view is not None and self.first_view < 16) or self.zoom_min < 16:
+            raise ValueError(f"first_view and zoom_min must be >= 16 image px, got "
+                             f"{self.first_view} and {self.zoom_min}")
+
+    def for_scale(self, scale: ObjectScale | None) -> Predictor:
+        """This predictor with the frames for a project whose objects have `scale` (None: the
+        general frames). Shares the runner: as cheap as a dataclass copy."""
+        if scale is None:
+            return replace(self, first_view=None, zoom_min=ZOOM_MIN_SIZE)
+        return replace(self, first_view=scale.first_view, zoom_min=scale.zoom_min)
 
     @property
     def label(self) -> str:
         """The model version, marked when test-time flip is on: reports must tell them apart."""
-        return self.model_version + (" +flip" if isinstance(self.runner, FlipAveraged) else "")
+        return self.model_version + (" +flip" if isinstance(self.runner, FlipAveraged) else "") \
+            + (f" @{self.first_view}/{self.zoom_min}px" if self.first_view else "")
 
     @property
     def framing(self) -> Framing:
         """How the network's frame is chosen for each call (`cdnet.inference.frame`)."""
         return Framing(self.base_size, self.zoom_size,
-                       self.progressive_join if self.progressive else None)
+                       self.progressive_join if self.progressive else None,
+                       self.first_view, self.zoom_min)
 
     # --- one-shot API -----------------------------------------------------------------
     def prepare(self, image: np.ndarray | PreparedImage) -> PreparedImage:

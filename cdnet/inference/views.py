@@ -212,8 +212,16 @@ def box_view(box: tuple[float, float, float, float], shape: tuple[int, int], siz
     return View.fit(ny0, nx0, ny0 + int(round(bh)), nx0 + int(round(bw)), size)
 
 
-def zoom_view(mask: np.ndarray, clicks: Sequence[Click], size: int) -> View:
-    """RITM-style zoom-in: around the current mask, the positive clicks and the newest click.
+def click_view(click: Click, shape: tuple[int, int], size: int, side: int) -> View:
+    """A view of about `side` x `side` image pixels centred on `click` (clamped to the image):
+    the first click's frame on a project of small objects (`cdnet.inference.scale`)."""
+    return box_view((click.y, click.x, click.y + 1, click.x + 1), shape, size, min_size=side)
+
+
+def zoom_view(mask: np.ndarray, clicks: Sequence[Click], size: int,
+              min_size: int = ZOOM_MIN_SIZE) -> View:
+    """RITM-style zoom-in: around the current mask, the positive clicks and the newest click,
+    at least `min_size` image pixels a side.
 
     The newest click is included whatever its sign: a negative click outside the object's box
     (removing a stray blob) must be inside the frame the network sees.
@@ -229,4 +237,4 @@ def zoom_view(mask: np.ndarray, clicks: Sequence[Click], size: int) -> View:
             xs += [c.x, c.x + 1]
     if not ys:
         return whole_view(mask.shape, size)
-    return box_view((min(ys), min(xs), max(ys), max(xs)), mask.shape, size)
+    return box_view((min(ys), min(xs), max(ys), max(xs)), mask.shape, size, min_size=min_size)

@@ -53,17 +53,20 @@ def test_the_benchmark_loop_refuses_forgetting_and_serves_a_better_model(env, mo
     project = _tiny_project(tmp_path / "project")
     general = fixture_folder(tmp_path / "general", FIXTURE_SCENES[4:])
     base = fixture_folder(tmp_path / "train_base", FIXTURE_SCENES[:2])
-    calls: list[tuple[str, str]] = []
+    calls: list[tuple[str, str, bool]] = []
 
-    def evaluate(weights, dataset):
+    def evaluate(weights, dataset, scale=None):
         serving = registry.serving_weights(load_settings())
         role = "serving" if weights == serving else "candidate"
-        calls.append((dataset.name, role))
-        retrain_no = sum(1 for c in calls if c == ("holdout", "candidate"))
+        calls.append((dataset.name, role, scale is not None))
+        retrain_no = sum(1 for c in calls if c[:2] == ("holdout", "candidate"))
         scores = {"holdout": {"candidate": 2.0, "serving": 3.0},
                   "general": {"candidate": 4.0 if retrain_no == 1 else 3.0, "serving": 3.0}}
+        noc90 = scores[dataset.name][role]
+        if scale is not None and role == "serving":  # the project's frames: worse, then better
+            noc90 = 3.5 if retrain_no == 0 else 2.5  # (judged before retrain k's candidate)
         n = len(list((dataset / "masks").glob("*.png")))
-        return {"dataset": dataset.name, "noc90": scores[dataset.name][role], "objects": n}
+        return {"dataset": dataset.name, "noc90": noc90, "objects": n}
 
     out = tmp_path / "results" / "adaptation_test"
     work = tmp_path / "work"
@@ -91,7 +94,14 @@ def test_the_benchmark_loop_refuses_forgetting_and_serves_a_better_model(env, mo
     monkeypatch.setenv("MODEL_REGISTRY", str(work / "models"))
     settings = load_settings()
     promoted = second["retrain"]["candidate_version"]
-    assert registry.current_version(settings) == promoted == second["serving_after"]
+    # ... with the frames of the project's object scale, which its second retrain adopted
+    assert first["retrain"]["project_scale"]["adopted"] is False
+    assert second["retrain"]["project_scale"]["adopted"] is True
+    scale = registry.project_scale(settings, 1)
+    assert registry.current_version(settings) == promoted
+    assert second["serving_after"] == f"{promoted} @{scale.first_view}/{scale.zoom_min}px"
+    assert all(not framed for name, _role, framed in calls if name == "general")
+    assert ("holdout", "candidate", True) in calls
     assert [v["version"] for v in registry.list_versions(settings)] == [promoted]
     runs = sorted(json.loads(p.read_text())["status"]
                   for p in (work / "models" / "runs").glob("*.json"))

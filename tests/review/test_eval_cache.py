@@ -85,7 +85,28 @@ def test_a_damaged_cache_file_costs_one_full_evaluation_not_the_run(env, runs, t
     path.write_text('{"fingerprint": ')  # a torn write from elsewhere
     runs.clear()
     assert _evaluate(None, folder)["reused"] == 0 and len(runs) == 2
-    assert json.loads(path.read_text())["entries"].keys() == {"o0", "o1"}  # rewritten whole
+    stored = json.loads(path.read_text())["by_fingerprint"]  # rewritten whole
+    assert [e.keys() for e in stored.values()] == [{"o0", "o1"}]
+
+
+def test_each_projects_frames_keep_their_own_results(env, runs, tmp_path):
+    """A retrain judges the serving model in the general frames and in a project's frames:
+    both sets of results are kept, and neither is reused for the other."""
+    from cdnet.inference.scale import ObjectScale
+
+    folder = _folder(tmp_path / "set", n=2)
+    small, smaller = ObjectScale(12.0, 5), ObjectScale(30.0, 5)
+    for scale in (None, small, smaller):
+        runs.clear()
+        assert _evaluate(None, folder, scale=scale)["reused"] == 0 and len(runs) == 2
+    for scale in (None, small, smaller):  # each found again, in any order
+        runs.clear()
+        assert _evaluate(None, folder, scale=scale)["reused"] == 2 and runs == []
+    path = eval_cache_root(load_settings()) / f"{registry.bundled_version()}.json"
+    assert len(json.loads(path.read_text())["by_fingerprint"]) == 3
+    for k in range(eval_cache.MAX_FINGERPRINTS + 2):  # bounded: the oldest go first
+        _evaluate(None, folder, scale=ObjectScale(40.0 + k, 5))
+    assert len(json.loads(path.read_text())["by_fingerprint"]) == eval_cache.MAX_FINGERPRINTS
 
 
 def test_the_next_retrain_reuses_the_serving_models_results(env, runs, monkeypatch, tmp_path):
@@ -93,8 +114,8 @@ def test_the_next_retrain_reuses_the_serving_models_results(env, runs, monkeypat
     held-out object (its results come from the first run: as the serving model's when the
     candidate was rejected, as the candidate's own when it was promoted)."""
     for k, v in {"RETRAIN_MIN_HOLDOUT": "1", "RETRAIN_CROP": "64", "RETRAIN_BASE_DATA": "",
-                 "RETRAIN_GENERAL_DATA": ""}.items():
-        monkeypatch.setenv(k, v)
+                 "RETRAIN_GENERAL_DATA": "", "RETRAIN_PROJECT_SCALE": "false"}.items():
+        monkeypatch.setenv(k, v)  # (the project's frames: the next test)
     settings = load_settings()
     _seed_registry(settings, tmp_path)
     _corrections(settings, n_tasks=6)

@@ -181,6 +181,11 @@ def test_retrain_with_the_real_training_and_evaluation_code(gate_env, monkeypatc
     holdout = record["metrics"]["holdout"]
     assert holdout["candidate"]["objects"] == holdout["serving"]["objects"] >= 1
     assert 1.0 <= holdout["serving"]["noc90"] <= 20.0
+    # the project's frames were judged with the real evaluation, in both frames
+    frames = record["project_scale"]
+    assert frames["scale"]["objects"] == record["counts"]["train"]
+    assert all(1.0 <= v <= 20.0 for v in frames["holdout_noc90"].values())
+    assert (registry.project_scale(settings, 4) is not None) == frames["adopted"]
     expected = record["candidate_version"] if record["status"] == "promoted" else v0
     assert registry.current_version(settings) == expected
 
@@ -276,6 +281,70 @@ def test_the_gate_refuses_a_candidate_that_forgets(gate_env, monkeypatch, tmp_pa
     assert record["status"] == "promoted" and set(record["metrics"]) == {"holdout"}
     assert "general check skipped" in record["general_check"]
     assert "general check skipped" in retrain.summary_line(record)
+
+
+def test_a_project_gets_the_frames_of_its_object_scale_only_when_they_save_clicks(
+        gate_env, monkeypatch, tmp_path):
+    """The retrain measures the project's object scale on its training corrections, adopts its
+    frames when the serving model needs fewer held-out clicks with them, then compares the
+    candidate on the held-out corrections in the frames the project gets (the general set in
+    the general frames); the backend reads the adopted scale from the registry."""
+    from cdnet.inference.scale import measure_scale
+    from review import retrain
+    from review.corrections import project_dir
+
+    settings = load_settings()
+    _seed_registry(settings, tmp_path)
+    _corrections(settings)
+    monkeypatch.setenv("RETRAIN_GENERAL_DATA", str(fixture_folder(tmp_path / "general")))
+    calls = []
+
+    def evaluate(weights, dataset, scale=None):
+        scores = json.loads(_scores_file().read_text())
+        serving = registry.current_weights_path(load_settings())
+        role = ("serving" if weights == serving else "candidate") + ("@scale" if scale else "")
+        calls.append((dataset.name, role, scale))
+        n = len(list((dataset / "masks").glob("*.png")))
+        clicks = [scores[role] + (i % 2) for i in range(n)]  # a spread, as real objects have
+        return {"dataset": dataset.name, "noc90": sum(clicks) / n, "objects": n,
+                "clicks90": clicks}
+
+    # the frames save two clicks on the held-out corrections: adopted; the candidate saves
+    # one more in them
+    _scores_file().write_text(json.dumps({"serving": 5, "serving@scale": 3, "candidate": 5,
+                                          "candidate@scale": 2}))
+    record = retrain_job(4, 3, finetune=fake_finetune, evaluate=evaluate)
+    decision = record["project_scale"]
+    assert decision["adopted"] is True and "adopted" in decision["decision"]
+    masks = [cv2.imread(str(p), 0) for p in
+             (project_dir(settings, 4) / "masks").glob("*.png")]
+    train_objects = record["counts"]["train"]
+    assert decision["scale"]["objects"] == train_objects < len(masks)
+    scale = registry.project_scale(settings, 4)
+    assert scale is not None and scale.objects == train_objects
+    assert scale.side == pytest.approx(measure_scale(masks).side, abs=3)  # train part only
+    assert record["metrics"]["holdout"]["serving"]["noc90"] == pytest.approx(
+        decision["holdout_noc90"]["scaled"])  # measured once, reused
+    assert [c for c in calls if c[0] != "holdout"] == [("general", "candidate", None),
+                                                       ("general", "serving", None)]
+    assert ("holdout", "candidate@scale", scale) in calls
+    assert record["status"] == "promoted"
+    assert registry.project_scale(settings, 5) is None  # another project: general frames
+    # now the frames cost clicks: not adopted, and the project is back on the general frames
+    calls.clear()
+    _scores_file().write_text(json.dumps({"serving": 3, "serving@scale": 4, "candidate": 2,
+                                          "candidate@scale": 2}))
+    record = retrain_job(4, 3, finetune=fake_finetune, evaluate=evaluate)
+    assert record["project_scale"]["adopted"] is False
+    assert registry.project_scale(settings, 4) is None
+    assert ("holdout", "candidate", None) in calls
+    assert all(role != "candidate@scale" for _set, role, _s in calls)
+    assert record["status"] == "promoted"  # 2 vs 3 in the general frames
+    assert "not adopted" in retrain.summary_line(record)
+    # a damaged record is an error, not silently other frames
+    registry.project_scale_path(settings, 4).write_text("{not json")
+    with pytest.raises(ValueError, match="project 4"):
+        registry.project_scale(settings, 4)
 
 
 def sleepy_finetune(base, dataset_dirs, out_path, iterations):

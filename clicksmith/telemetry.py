@@ -725,7 +725,25 @@ def gate_decision(rec: dict) -> dict:
             "status": rec.get("status") or "running", "candidate": rec.get("candidate_version"),
             "serving_before": rec.get("serving_before"),
             "serving_after": rec.get("serving_after"), "noc90": sets,
-            "worse_on": rec.get("worse_on") or [], "error": rec.get("error")}
+            "worse_on": rec.get("worse_on") or [], "error": rec.get("error"),
+            "frames": frames_summary(rec.get("project_scale"))}
+
+
+def frames_summary(decision: object) -> str | None:
+    """A retrain's decision on the project's frames in a few words (None: not judged)."""
+    if not isinstance(decision, dict):
+        return None
+    scale, noc = decision.get("scale") or {}, decision.get("holdout_noc90") or {}
+    if not scale:
+        return "frames not judged: no object scale"
+    try:
+        what = (f"frames for {float(scale['side']):g} px objects ({scale['first_view']}/"
+                f"{scale['zoom_min']} px)")
+        if noc.get("scaled") is not None and noc.get("general") is not None:
+            what += f", held-out NoC@90 {float(noc['scaled']):.2f} vs {float(noc['general']):.2f}"
+    except (KeyError, TypeError, ValueError):
+        return "frames: unreadable decision"
+    return f"{what}: {'adopted' if decision.get('adopted') else 'not adopted'}"
 
 
 def project_report(settings: Settings, project: int, conn=None) -> dict:
@@ -797,6 +815,8 @@ def format_report(report: dict) -> list[str]:
                  for name, m in r["noc90"].items()]
         if gates:
             line += ": " + ", ".join(gates)
+        if r.get("frames"):
+            line += f"; {r['frames']}"
         if r["error"]:
             line += f": {r['error']}"
         lines.append(line)

@@ -164,6 +164,8 @@ def telemetry_html(report: dict | None) -> str:
             gates = "; ".join(f"{html.escape(n)}: NoC@90 {m['candidate']:.2f} vs "
                               f"{m['serving']:.2f} ({'not worse' if m['not_worse'] else 'worse'})"
                               for n, m in r["noc90"].items())
+            if r.get("frames"):
+                gates += f"; {html.escape(r['frames'])}"
             rows.append(f"<tr><td>{html.escape(str(r['run']))}</td>"
                         f"<td>{html.escape(str(r['status']))}</td>"
                         f"<td>{html.escape(str(r['candidate'] or ''))}</td>"

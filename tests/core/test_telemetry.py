@@ -247,7 +247,10 @@ def test_project_report_shows_versions_and_the_retrain_gate_decisions(project, t
     records = [
         {"run": "r1", "project": project, "started_at": 100.0, "status": "promoted",
          "candidate_version": "cdnet-mnv2-aaaa", "serving_before": None,
-         "metrics": {"holdout": gate["holdout"]}, "not_worse": {"holdout": True}},
+         "metrics": {"holdout": gate["holdout"]}, "not_worse": {"holdout": True},
+         "project_scale": {"adopted": True, "holdout_noc90": {"general": 14.5, "scaled": 9.8},
+                           "scale": {"side": 25.0, "objects": 240, "first_view": 100,
+                                     "zoom_min": 50}}},
         {"run": "r2", "project": None, "started_at": 200.0, "status": "rejected",
          "candidate_version": "cdnet-mnv2-bbbb", "serving_before": "cdnet-mnv2-aaaa",
          "metrics": gate, "not_worse": {"holdout": True, "grabcut": False},
@@ -271,6 +274,9 @@ def test_project_report_shows_versions_and_the_retrain_gate_decisions(project, t
     assert "cdnet-mnv2-aaaa" in text and "30.0" in text
     assert "rejected" in text and "grabcut NoC@90 3.30 vs 2.90 (worse)" in text
     assert "failed" in text and "not enough corrections" in text
+    assert ("frames for 25 px objects (100/50 px), held-out NoC@90 9.80 vs 14.50: adopted"
+            in text)
+    assert report["retrains"][1]["frames"] is None  # a run over every project: not judged
     off = tm.project_report(load_settings(env={}, model_registry=str(tmp_path)), project)
     assert off["versions"] is None and len(off["retrains"]) == 3
     assert "needs REDIS_URL" in "\n".join(tm.format_report(off))

@@ -28,7 +28,7 @@ import numpy as np
 from cdnet.inference.views import ZOOM_MIN_SIZE
 
 FIRST_VIEW_FACTOR = 4.0  # the first click's crop: this many object sides around the click
-ZOOM_MIN_FACTOR = 2.0  # the zoom-in's smallest side, in object sides
+ZOOM_MIN_FACTOR = 3.0  # the zoom-in's smallest side, in object sides
 MIN_VIEW = 32  # image px: no frame smaller than this, however small the objects
 
 

@@ -150,3 +150,27 @@ def test_a_training_folder_as_the_project_keeps_its_held_out_split_and_replay_ap
     assert f"{len(held)} held-out images" in note
 
     assert bench.from_training_folder(project, stream, [other]) == (stream, None, "")
+
+
+def test_the_object_scale_benchmark_runs_every_pair_of_factors(tmp_path):
+    """benchmarks/object_scale.py: the general frames, then each (first view, zoom-in) pair,
+    sized from the scale its own objects measure, with real NoC runs."""
+    from cdnet.inference.scale import MIN_VIEW, measure_scale
+    from tests.benchmark_module import load_benchmark
+
+    project = _tiny_project(tmp_path / "project", copies=1)
+    out = tmp_path / "scale"
+    rc = load_benchmark("object_scale").main([
+        "--project", str(project), "--scale-objects", "4", "--objects", "2", "--first", "4",
+        "--zoom", "2,3", "--threads", "1", "--out", str(out)])
+    assert rc == 0
+    res = json.loads(out.with_suffix(".json").read_text())
+    side = measure_scale(cv2.imread(str(p), 0) for p in (project / "masks").glob("*.png")).side
+    assert res["scale"]["side"] == pytest.approx(side) and res["objects"] == 2
+    general, *framed = res["rows"]
+    assert general["first_view"] is None and len(framed) == 2
+    assert [r["first_view"] for r in framed] == [max(MIN_VIEW, round(4 * side))] * 2
+    assert [r["zoom_min"] for r in framed] == [min(200, max(MIN_VIEW, round(z * side)))
+                                               for z in (2, 3)]
+    assert all(1 <= r["noc90"] <= 20 for r in res["rows"])
+    assert "| 4.0 | 3.0 |" in out.with_suffix(".md").read_text()

@@ -4,8 +4,9 @@ A project folder (default `domain_nuclei`) in the adaptation benchmark's stream 
 scale is measured on the first `--scale-objects` objects (the corrections a retrain would have
 after 300 annotated objects), and the bundled model is evaluated with the standard clicker on
 the first `--objects` of them, in the general frames and in the frames of every pair of
-factors: the first click's crop (`--first`, object sides) and the zoom-in's smallest side
-(`--zoom`). Never on the objects the adaptation benchmark reports (its remaining sample).
+factors: the first click's crop (`--first`, object sides), the zoom-in's smallest side
+(`--zoom`) and its context (`--expand`, times the box of the mask and the clicks). Never on the
+objects the adaptation benchmark reports (its remaining sample).
 
     python benchmarks/object_scale.py                       # test-time flip off, as chosen
     python benchmarks/object_scale.py --first 4 --zoom 3    # one pair
@@ -31,6 +32,7 @@ from cdnet.eval.datasets import Dataset, resolve  # noqa: E402
 from cdnet.eval.metrics import noc  # noqa: E402
 from cdnet.eval.noc import run_object  # noqa: E402
 from cdnet.inference.scale import MIN_VIEW, measure_scale  # noqa: E402
+from cdnet.inference.scale import ZOOM_EXPAND as SCALE_EXPAND  # noqa: E402
 from cdnet.inference.views import ZOOM_MIN_SIZE  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
@@ -47,6 +49,7 @@ def main(argv=None) -> int:
     ap.add_argument("--objects", type=int, default=100)
     ap.add_argument("--first", type=floats, default=floats("2,3,4,6"))
     ap.add_argument("--zoom", type=floats, default=floats("1.5,2,3,4"))
+    ap.add_argument("--expand", type=floats, default=floats(str(SCALE_EXPAND)))
     ap.add_argument("--flip", action="store_true", help="test-time flip on (serving default)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=str(RESULTS / "object_scale"))
@@ -64,14 +67,16 @@ def main(argv=None) -> int:
     general = load_predictor(flip=args.flip, threads=args.threads)
     samples = [ds[i] for i in objs[: args.objects]]
     rows = []
-    pairs = [(None, None)] + [(f, z) for f in args.first for z in args.zoom]
-    for f, z in pairs:
+    grid = [(None, None, None)] + [(f, z, e) for e in args.expand for f in args.first
+                                   for z in args.zoom]
+    for f, z, e in grid:
         p = general if f is None else dataclasses.replace(
             general, first_view=max(MIN_VIEW, round(f * scale.side)),
-            zoom_min=min(ZOOM_MIN_SIZE, max(MIN_VIEW, round(z * scale.side))))
+            zoom_min=min(ZOOM_MIN_SIZE, max(MIN_VIEW, round(z * scale.side))), zoom_expand=e)
         t0 = time.time()
         clicks = [int(noc(run_object(p, s).ious, 0.90, 20)) for s in samples]
-        row = {"first_factor": f, "zoom_factor": z, "first_view": p.first_view,
+        row = {"first_factor": f, "zoom_factor": z, "zoom_expand": p.zoom_expand,
+               "first_view": p.first_view,
                "zoom_min": p.zoom_min, "noc90": sum(clicks) / len(clicks),
                "failures": sum(c == 20 for c in clicks), "seconds": round(time.time() - t0)}
         rows.append(row)
@@ -85,12 +90,12 @@ def main(argv=None) -> int:
              f"Scale {scale.side:g} px (median longer box side of the stream's first "
              f"{scale.objects} objects); bundled model, standard clicker, NoC@90 on the first "
              f"{len(samples)} of them; test-time flip {'on' if args.flip else 'off'}.", "",
-             "| first view (sides) | zoom-in min (sides) | px | NoC@90 | 20-click failures |",
-             "|---|---|---|---|---|"]
+             "| first view (sides) | zoom-in min (sides) | zoom-in context | px | NoC@90 | "
+             "20-click failures |", "|---|---|---|---|---|---|"]
     for r in rows:
         px = "general" if r["first_factor"] is None else f"{r['first_view']}/{r['zoom_min']}"
-        lines.append(f"| {r['first_factor'] or '-'} | {r['zoom_factor'] or '-'} | {px} | "
-                     f"{r['noc90']:.2f} | {r['failures']} |")
+        lines.append(f"| {r['first_factor'] or '-'} | {r['zoom_factor'] or '-'} | "
+                     f"{r['zoom_expand']:g} | {px} | {r['noc90']:.2f} | {r['failures']} |")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     return 0
 

@@ -117,7 +117,7 @@ def _evaluate(weights: Path | None, dataset: Path,
     protocol: dict = {"mode": "empty", "max_clicks": MAX_CLICKS, "stop_iou": 0.90}
     if scale is not None:  # the general frames keep the key they always had
         predictor = predictor.for_scale(scale)
-        protocol["frames"] = [scale.first_view, scale.zoom_min]
+        protocol["frames"] = [scale.first_view, scale.zoom_min, scale.zoom_expand]
     ds = Dataset(dataset)
     digests = object_digests(ds)
     cache = EvalCache(eval_cache_root(settings), version_of(weights),
@@ -744,7 +744,8 @@ def decide_scale(scale: ObjectScale | None, min_holdout: int, min_gain_se: float
         "adopted": adopted, "scale": scale.to_dict(),
         "holdout_noc90": {"general": general.get("noc90"), "scaled": scaled.get("noc90")},
         "decision": f"frames for {scale.side:g} px objects ({scale.first_view} px first view, "
-                    f"{scale.zoom_min} px zoom-in) {'adopted' if adopted else 'not adopted'}: "
+                    f"{scale.zoom_min} px zoom-in at {scale.zoom_expand:g}x) "
+                    f"{'adopted' if adopted else 'not adopted'}: "
                     + why.replace("vs serving", "vs general frames")}
     return decision, {"general": general, **({"adopted": scaled} if adopted else {})}
 

@@ -50,6 +50,7 @@ from cdnet.clicks import Click
 from cdnet.inference.image import PreparedImage
 from cdnet.inference.progressive import regions_of_change
 from cdnet.inference.views import (
+    ZOOM_EXPAND,
     ZOOM_MIN_SIZE,
     View,
     box_mask,
@@ -195,14 +196,17 @@ class Framing:
     whole-image view (`base_size`) and of the box and zoom-in views (`zoom_size`), and
     progressive refinement (`join`, network px) or None for taking the whole crop.
     `first_view` (image px): the first click sees a crop of that side around it instead of the
-    whole image; `zoom_min` (image px): the zoom-in's smallest side. Both follow a project's
-    object scale (`cdnet.inference.scale`); None and ZOOM_MIN_SIZE are the general defaults."""
+    whole image; `zoom_min` (image px): the zoom-in's smallest side; `zoom_expand`: the zoom-in
+    is the box of the mask and the clicks this many times wide. The three follow a project's
+    object scale (`cdnet.inference.scale`); None, ZOOM_MIN_SIZE and ZOOM_EXPAND are the general
+    frames."""
 
     base_size: int
     zoom_size: int
     join: float | None
     first_view: int | None = None
     zoom_min: int = ZOOM_MIN_SIZE
+    zoom_expand: float = ZOOM_EXPAND
 
     def for_click(self, previous: np.ndarray, clicks: tuple[Click, ...],
                   box: Box | None) -> Frame:
@@ -219,7 +223,7 @@ class Framing:
             else:
                 view = whole_view(previous.shape, self.base_size)
             return Frame(view, step)
-        view = zoom_view(previous, clicks, self.zoom_size, self.zoom_min)
+        view = zoom_view(previous, clicks, self.zoom_size, self.zoom_min, self.zoom_expand)
         return Frame(view, step, self.join)
 
     def for_mask(self, mask: np.ndarray, size: int) -> Frame:

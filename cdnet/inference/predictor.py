@@ -25,7 +25,7 @@ from cdnet.inference.image import PreparedImage, as_mask
 from cdnet.inference.pieces import far_pieces
 from cdnet.inference.runner import FlipAveraged, NetOutput, OnnxRunner, Runner, TorchRunner
 from cdnet.inference.scale import ObjectScale
-from cdnet.inference.views import ZOOM_MIN_SIZE
+from cdnet.inference.views import ZOOM_EXPAND, ZOOM_MIN_SIZE
 
 
 @dataclass(frozen=True)
@@ -102,9 +102,11 @@ class Predictor:
     # without a prior: "off", "first" (the first click only) or "new" (pieces new at any click)
     drop_far: str = defaults.DROP_FAR
     # a project's object scale (cdnet.inference.scale): the first click's crop around it and
-    # the zoom-in's smallest side, in image px; None / ZOOM_MIN_SIZE: the general frames
+    # the zoom-in's smallest side (image px) and its context around the mask; None,
+    # ZOOM_MIN_SIZE and ZOOM_EXPAND: the general frames
     first_view: int | None = None
     zoom_min: int = ZOOM_MIN_SIZE
+    zoom_expand: float = ZOOM_EXPAND
 
     def __post_init__(self) -> None:
         if self.drop_far not in DROP_FAR_MODES:
@@ -117,8 +119,9 @@ class Predictor:
         """This predictor with the frames for a project whose objects have `scale` (None: the
         general frames). Shares the runner: as cheap as a dataclass copy."""
         if scale is None:
-            return replace(self, first_view=None, zoom_min=ZOOM_MIN_SIZE)
-        return replace(self, first_view=scale.first_view, zoom_min=scale.zoom_min)
+            return replace(self, first_view=None, zoom_min=ZOOM_MIN_SIZE, zoom_expand=ZOOM_EXPAND)
+        return replace(self, first_view=scale.first_view, zoom_min=scale.zoom_min,
+                       zoom_expand=scale.zoom_expand)
 
     @property
     def label(self) -> str:
@@ -131,7 +134,7 @@ class Predictor:
         """How the network's frame is chosen for each call (`cdnet.inference.frame`)."""
         return Framing(self.base_size, self.zoom_size,
                        self.progressive_join if self.progressive else None,
-                       self.first_view, self.zoom_min)
+                       self.first_view, self.zoom_min, self.zoom_expand)
 
     # --- one-shot API -----------------------------------------------------------------
     def prepare(self, image: np.ndarray | PreparedImage) -> PreparedImage:

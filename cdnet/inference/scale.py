@@ -29,6 +29,7 @@ from cdnet.inference.views import ZOOM_MIN_SIZE
 
 FIRST_VIEW_FACTOR = 4.0  # the first click's crop: this many object sides around the click
 ZOOM_MIN_FACTOR = 3.0  # the zoom-in's smallest side, in object sides
+ZOOM_EXPAND = 2.5  # the zoom-in: the box of the mask and the clicks this many times wide
 MIN_VIEW = 32  # image px: no frame smaller than this, however small the objects
 
 
@@ -54,9 +55,16 @@ class ObjectScale:
         """Smallest side (image px) of the zoom-in of later clicks."""
         return min(ZOOM_MIN_SIZE, max(MIN_VIEW, int(round(ZOOM_MIN_FACTOR * self.side))))
 
+    @property
+    def zoom_expand(self) -> float:
+        """The zoom-in's context: wider than the general 1.4, so that an object larger than
+        the project's median is not seen a few pixels from the frame's edge, magnified."""
+        return ZOOM_EXPAND
+
     def to_dict(self) -> dict:
         return {"side": round(float(self.side), 2), "objects": int(self.objects),
-                "first_view": self.first_view, "zoom_min": self.zoom_min}
+                "first_view": self.first_view, "zoom_min": self.zoom_min,
+                "zoom_expand": self.zoom_expand}
 
     @classmethod
     def from_dict(cls, d: dict) -> ObjectScale:

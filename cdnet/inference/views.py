@@ -219,9 +219,9 @@ def click_view(click: Click, shape: tuple[int, int], size: int, side: int) -> Vi
 
 
 def zoom_view(mask: np.ndarray, clicks: Sequence[Click], size: int,
-              min_size: int = ZOOM_MIN_SIZE) -> View:
+              min_size: int = ZOOM_MIN_SIZE, expand: float = ZOOM_EXPAND) -> View:
     """RITM-style zoom-in: around the current mask, the positive clicks and the newest click,
-    at least `min_size` image pixels a side.
+    their box `expand` times wide and at least `min_size` image pixels a side.
 
     The newest click is included whatever its sign: a negative click outside the object's box
     (removing a stray blob) must be inside the frame the network sees.
@@ -237,4 +237,5 @@ def zoom_view(mask: np.ndarray, clicks: Sequence[Click], size: int,
             xs += [c.x, c.x + 1]
     if not ys:
         return whole_view(mask.shape, size)
-    return box_view((min(ys), min(xs), max(ys), max(xs)), mask.shape, size, min_size=min_size)
+    return box_view((min(ys), min(xs), max(ys), max(xs)), mask.shape, size, expand=expand,
+                    min_size=min_size)

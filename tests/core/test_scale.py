@@ -82,6 +82,11 @@ def test_the_first_click_sees_a_crop_around_it_and_later_clicks_a_smaller_zoom(p
     # a later click: the zoom-in around a 12 px mask is zoom_min wide, not ZOOM_MIN_SIZE
     later = framed.framing.for_click(gt, (click, Click(215, 222)), None).view
     assert later.y1 - later.y0 == scale.zoom_min < ZOOM_MIN_SIZE
+    # ... and around a mask larger than the project's objects, wider context than in general
+    big = np.zeros(gt.shape, bool)
+    big[180:220, 180:220] = True  # 40 px: 2.5 x 40 = 100 px, where the general zoom-in is 200
+    wide = framed.framing.for_click(big, (click, Click(200, 200)), None).view
+    assert wide.y1 - wide.y0 == round(scale.zoom_expand * 40) == 100
     # a box still frames itself, whatever the scale
     boxed = framed.framing.for_click(np.zeros(gt.shape, bool), (click,), (150, 150, 290, 290))
     assert boxed.view.y1 - boxed.view.y0 > scale.first_view

@@ -162,7 +162,7 @@ def test_the_object_scale_benchmark_runs_every_pair_of_factors(tmp_path):
     out = tmp_path / "scale"
     rc = load_benchmark("object_scale").main([
         "--project", str(project), "--scale-objects", "4", "--objects", "2", "--first", "4",
-        "--zoom", "2,3", "--threads", "1", "--out", str(out)])
+        "--zoom", "2,3", "--expand", "2", "--threads", "1", "--out", str(out)])
     assert rc == 0
     res = json.loads(out.with_suffix(".json").read_text())
     side = measure_scale(cv2.imread(str(p), 0) for p in (project / "masks").glob("*.png")).side
@@ -173,4 +173,5 @@ def test_the_object_scale_benchmark_runs_every_pair_of_factors(tmp_path):
     assert [r["zoom_min"] for r in framed] == [min(200, max(MIN_VIEW, round(z * side)))
                                                for z in (2, 3)]
     assert all(1 <= r["noc90"] <= 20 for r in res["rows"])
-    assert "| 4.0 | 3.0 |" in out.with_suffix(".md").read_text()
+    assert general["zoom_expand"] == 1.4 and [r["zoom_expand"] for r in framed] == [2, 2]
+    assert "| 4.0 | 3.0 | 2 |" in out.with_suffix(".md").read_text()

@@ -86,7 +86,7 @@ def test_the_first_click_sees_a_crop_around_it_and_later_clicks_a_smaller_zoom(p
     big = np.zeros(gt.shape, bool)
     big[180:220, 180:220] = True  # 40 px: 2.5 x 40 = 100 px, where the general zoom-in is 200
     wide = framed.framing.for_click(big, (click, Click(200, 200)), None).view
-    assert wide.y1 - wide.y0 == round(scale.zoom_expand * 40) == 100
+    assert abs((wide.y1 - wide.y0) - scale.zoom_expand * 40) <= 3  # (+ the clicks' pixels)
     # a box still frames itself, whatever the scale
     boxed = framed.framing.for_click(np.zeros(gt.shape, bool), (click,), (150, 150, 290, 290))
     assert boxed.view.y1 - boxed.view.y0 > scale.first_view

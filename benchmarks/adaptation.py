@@ -423,6 +423,7 @@ def retrain_only(args: argparse.Namespace) -> int:
         res["remaining_frames_only"] = noc_on(static.for_scale(scale), remaining)
         print(f"remaining (bundled weights, project frames): "
               f"{res['remaining_frames_only']['noc90']:.2f}", flush=True)
+    atomic_write_json(stem.with_suffix(".json"), res)
     if final is not static:
         res["remaining_final"] = {**noc_on(final, remaining), "serving": label}
         print(f"remaining ({label}): {res['remaining_final']['noc90']:.2f} vs static "

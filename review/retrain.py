@@ -20,7 +20,8 @@ The run, step by step (each failure leaves the registry's `current` untouched):
    folders, skipped with a note when they are not on this machine) and on RETRAIN_EVAL_DATA
    (general frames: they stand for the other projects);
 6. promote (store in the registry, move `current`) only when the candidate is better on the
-   held-out corrections and not worse than RETRAIN_GENERAL_TOLERANCE on every other set.
+   held-out corrections and not worse than RETRAIN_GENERAL_TOLERANCE on every other set (a
+   candidate the held-out corrections refuse is not evaluated on the other sets).
 Every run leaves `runs/<run>.json` in the registry, written at the start ("running", with its
 progress: phase, iteration, ETA, updated every few seconds) and at the end.
 
@@ -693,6 +694,15 @@ def _run(settings: Settings, project_id: int | None, iterations: int, finetune: 
             metrics[name]["serving"] = serving_holdout  # measured just above
         else:
             metrics[name]["serving"] = run(name, "serving", serving, folder, k, scale)
+        if name == "holdout" and decide(metrics, need, tolerance,
+                                        settings.retrain_min_gain_se)[0] != "promote":
+            # no other set can make a refused candidate promotable: spare their evaluation
+            # (most of a retrain's time; the general check alone is 2 x 150 objects)
+            rest = [n for n in eval_sets if n != "holdout"]
+            if rest:
+                out["not_evaluated"] = (f"{', '.join(rest)}: not evaluated, the held-out "
+                                        "corrections already refuse the candidate")
+            break
     out["evaluate_seconds"] = round(time.monotonic() - began, 1)
     version = version_of(Path(candidate))
     out.update(metrics=metrics, candidate_version=version, tolerance=tolerance)
@@ -808,6 +818,8 @@ def summary_line(record: dict) -> str:
         line += f" (candidate {record['candidate_version']})"
     if record.get("decision"):
         line += f"; {record['decision']}"
+    if record.get("not_evaluated"):
+        line += f"; {record['not_evaluated']}"
     if record.get("project_scale"):
         line += f"; {record['project_scale']['decision']}"
     elif record.get("message"):

@@ -267,6 +267,9 @@ def test_the_gate_refuses_a_candidate_that_forgets(gate_env, monkeypatch, tmp_pa
                                           "general": {"candidate": 3.0, "serving": 3.0}}))
     record = retrain_job(4, 3, finetune=fake_finetune, evaluate=per_set_evaluate)
     assert record["status"] == "rejected" and record["worse_on"] == ["holdout"]
+    # ... and nothing else can make it promotable: the general set is not evaluated
+    assert set(record["metrics"]) == {"holdout"}
+    assert "general: not evaluated" in retrain.summary_line(record)
     # within the general tolerance (0.2) and better on the project: promoted
     _scores_file().write_text(json.dumps({"holdout": {"candidate": 2.0, "serving": 3.0},
                                           "general": {"candidate": 3.1, "serving": 3.0}}))

@@ -159,6 +159,8 @@ def project_scale(settings: Settings, project_id: int) -> ObjectScale | None:
         record = project_scale_record(settings, project_id)
     except (OSError, ValueError) as exc:
         raise ValueError(f"project {project_id}: unreadable object-scale record: {exc}") from exc
+    if record is not None and not isinstance(record, dict):
+        raise ValueError(f"project {project_id}: the object-scale record is not an object")
     if not record or not record.get("adopted"):
         return None
     from cdnet.inference.scale import ObjectScale

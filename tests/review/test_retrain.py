@@ -345,9 +345,10 @@ def test_a_project_gets_the_frames_of_its_object_scale_only_when_they_save_click
     assert record["status"] == "promoted"  # 2 vs 3 in the general frames
     assert "not adopted" in retrain.summary_line(record)
     # a damaged record is an error, not silently other frames
-    registry.project_scale_path(settings, 4).write_text("{not json")
-    with pytest.raises(ValueError, match="project 4"):
-        registry.project_scale(settings, 4)
+    for damaged in ("{not json", "[1, 2]", '{"adopted": true, "scale": {"side": -3}}'):
+        registry.project_scale_path(settings, 4).write_text(damaged)
+        with pytest.raises(ValueError, match="project 4|object scale"):
+            registry.project_scale(settings, 4)
 
 
 def sleepy_finetune(base, dataset_dirs, out_path, iterations):

@@ -123,7 +123,7 @@ class Backend:
             self.metrics.inc("interactions", kind=outcome.kind.value)
             self.metrics.inc("clicks_run", outcome.clicks_run)
             answered.append((prompt, outcome))
-        self._record_interactions(body, task, answered, predictor.model_version)
+        self._record_interactions(body, task, answered, self.served_as(predictor))
         score = float(min(qualities))
         return {
             "results": [
@@ -222,6 +222,16 @@ class Backend:
         if any(results):
             self._mark_project_version(project, predictor.model_version)
         return answer
+
+    @staticmethod
+    def served_as(predictor: SegmentationModel) -> str:
+        """The version telemetry counts an object's clicks under: the model version, marked
+        with a project's frames while they serve, so that clicks per object before and after
+        a retrain adopted them are told apart (Label Studio still gets the model version)."""
+        view = getattr(predictor, "first_view", None)
+        if view is None:
+            return predictor.model_version
+        return f"{predictor.model_version} @{view}/{getattr(predictor, 'zoom_min', '?')}px"
 
     def _framed(self, predictor: SegmentationModel, project: int | None) -> SegmentationModel:
         """The model with the frames for the project's object scale, when a retrain adopted

@@ -25,7 +25,12 @@ def test_a_project_with_an_adopted_scale_gets_its_frames(make_app, disk, predict
     expected_general = predictor.predict(img, [Click(36, 48)]).mask
     assert not np.array_equal(expected_framed, expected_general)  # the test can tell them apart
 
-    _result, framed = answer(client, predict_body(path, [click], project="7.1795626672"))
+    result, framed = answer(client, predict_body(path, [click], project="7.1795626672"))
+    assert result["model_version"] == predictor.model_version  # what Label Studio sees
+    backend = app.extensions["clicksmith"]
+    assert backend.served_as(predictor.for_scale(scale)) == \
+        f"{predictor.model_version} @{scale.first_view}/{scale.zoom_min}px"  # telemetry's
+    assert backend.served_as(predictor) == predictor.model_version
     np.testing.assert_array_equal(framed, expected_framed)
     ys, xs = np.nonzero(framed)
     assert ys.max() - ys.min() < scale.first_view and xs.max() - xs.min() < scale.first_view

@@ -228,10 +228,7 @@ class Backend:
         """The version telemetry counts an object's clicks under: the model version, marked
         with a project's frames while they serve, so that clicks per object before and after
         a retrain adopted them are told apart (Label Studio still gets the model version)."""
-        view = getattr(predictor, "first_view", None)
-        if view is None:
-            return predictor.model_version
-        return f"{predictor.model_version} @{view}/{getattr(predictor, 'zoom_min', '?')}px"
+        return predictor.model_version + getattr(predictor, "frames_label", "")
 
     def _framed(self, predictor: SegmentationModel, project: int | None) -> SegmentationModel:
         """The model with the frames for the project's object scale, when a retrain adopted

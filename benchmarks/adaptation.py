@@ -307,11 +307,11 @@ def project_predictor(settings, project_id: int, static):
 
     version = registry.current_version(settings)
     scale = registry.project_scale(settings, project_id)
-    label = (version or "bundled") + (f" @{scale.first_view}/{scale.zoom_min}px" if scale else "")
     if version is None and scale is None:
-        return static, label
-    base = static if version is None else registry.load_serving_predictor(settings)
-    return base.for_scale(scale), label
+        return static, "bundled"
+    serving = (static if version is None else registry.load_serving_predictor(settings)
+               ).for_scale(scale)
+    return serving, (version or "bundled") + serving.frames_label
 
 
 def measure_forgetting(args, static, serving_predictor) -> dict:

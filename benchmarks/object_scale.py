@@ -31,9 +31,8 @@ from cdnet import load_predictor  # noqa: E402
 from cdnet.eval.datasets import Dataset, resolve  # noqa: E402
 from cdnet.eval.metrics import noc  # noqa: E402
 from cdnet.eval.noc import run_object  # noqa: E402
-from cdnet.inference.scale import MIN_VIEW, measure_scale  # noqa: E402
 from cdnet.inference.scale import ZOOM_EXPAND as SCALE_EXPAND  # noqa: E402
-from cdnet.inference.views import ZOOM_MIN_SIZE  # noqa: E402
+from cdnet.inference.scale import measure_scale, view_sides  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 
@@ -70,9 +69,12 @@ def main(argv=None) -> int:
     grid = [(None, None, None)] + [(f, z, e) for e in args.expand for f in args.first
                                    for z in args.zoom]
     for f, z, e in grid:
-        p = general if f is None else dataclasses.replace(
-            general, first_view=max(MIN_VIEW, round(f * scale.side)),
-            zoom_min=min(ZOOM_MIN_SIZE, max(MIN_VIEW, round(z * scale.side))), zoom_expand=e)
+        if f is None:
+            p = general
+        else:
+            first_view, zoom_min = view_sides(scale.side, f, z)
+            p = dataclasses.replace(general, first_view=first_view, zoom_min=zoom_min,
+                                    zoom_expand=e)
         t0 = time.time()
         clicks = [int(noc(run_object(p, s).ious, 0.90, 20)) for s in samples]
         row = {"first_factor": f, "zoom_factor": z, "zoom_expand": p.zoom_expand,

@@ -127,7 +127,12 @@ class Predictor:
     def label(self) -> str:
         """The model version, marked when test-time flip is on: reports must tell them apart."""
         return self.model_version + (" +flip" if isinstance(self.runner, FlipAveraged) else "") \
-            + (f" @{self.first_view}/{self.zoom_min}px" if self.first_view else "")
+            + self.frames_label
+
+    @property
+    def frames_label(self) -> str:
+        """" @<first view>/<zoom-in minimum>px" while a project's frames are set, else ""."""
+        return f" @{self.first_view}/{self.zoom_min}px" if self.first_view else ""
 
     @property
     def framing(self) -> Framing:

@@ -33,6 +33,14 @@ ZOOM_EXPAND = 2.5  # the zoom-in: the box of the mask and the clicks this many t
 MIN_VIEW = 32  # image px: no frame smaller than this, however small the objects
 
 
+def view_sides(side: float, first_factor: float = FIRST_VIEW_FACTOR,
+               zoom_factor: float = ZOOM_MIN_FACTOR) -> tuple[int, int]:
+    """(first view, zoom-in minimum) in image px for objects `side` px wide: the factors times
+    the side, never under MIN_VIEW, the zoom-in never over the general ZOOM_MIN_SIZE."""
+    return (max(MIN_VIEW, int(round(first_factor * side))),
+            min(ZOOM_MIN_SIZE, max(MIN_VIEW, int(round(zoom_factor * side)))))
+
+
 @dataclass(frozen=True)
 class ObjectScale:
     """The median longer side (image px) of a project's objects' boxes, over `objects`."""
@@ -48,12 +56,12 @@ class ObjectScale:
     @property
     def first_view(self) -> int:
         """Side (image px) of the crop the first click sees."""
-        return max(MIN_VIEW, int(round(FIRST_VIEW_FACTOR * self.side)))
+        return view_sides(self.side)[0]
 
     @property
     def zoom_min(self) -> int:
         """Smallest side (image px) of the zoom-in of later clicks."""
-        return min(ZOOM_MIN_SIZE, max(MIN_VIEW, int(round(ZOOM_MIN_FACTOR * self.side))))
+        return view_sides(self.side)[1]
 
     @property
     def zoom_expand(self) -> float:

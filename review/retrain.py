@@ -58,7 +58,7 @@ log = logging.getLogger(__name__)
 HOLDOUT_FRACTION = 0.2
 LOCK_NAME = ".retrain.lock"
 SUMMARY_KEYS = ("dataset", "mode", "noc85", "noc90", "nof85", "nof90", "miou@1", "miou@3",
-                "miou@5", "spc", "objects", "clicks90", "reused")
+                "miou@5", "spc", "objects", "clicks90", "reused", "runner")
 # Why a minimum of held-out objects (RETRAIN_MIN_HOLDOUT, default 20): benchmarks/adaptation.py
 # on domain_nuclei (results/adaptation_reduced.json, batch 2's gate): per-object NoC@90
 # differences between a candidate and the serving model on the same 24 held-out objects had
@@ -99,11 +99,12 @@ def _finetune(base_weights: Path, dataset_dirs: list[Path], out_path: Path, iter
 
 def _evaluate(weights: Path | None, dataset: Path,
               on_object: Callable[[dict], None] | None = None,
-              scale: ObjectScale | None = None) -> dict:
+              scale: ObjectScale | None = None, backend: str | None = None) -> dict:
     """NoC summary of the model in `weights` (None: bundled) on a dataset folder, in the
-    configuration it serves in (flip, view sizes, progressive), with the frames for `scale`
-    (None: the general frames). Objects this model already ran on under the same settings,
-    frames and code are taken from review.eval_cache, not rerun."""
+    configuration it serves in (flip, view sizes, progressive), on `backend` (None:
+    INFERENCE_BACKEND; see judging_backend), with the frames for `scale` (None: the general
+    frames). Objects this model already ran on under the same settings, runner, frames and
+    code are taken from review.eval_cache, not rerun."""
     try:
         from cdnet.eval.datasets import Dataset
         from cdnet.eval.noc import MAX_CLICKS, evaluate
@@ -114,8 +115,11 @@ def _evaluate(weights: Path | None, dataset: Path,
     from cdnet.eval.metrics import noc
 
     settings = load_settings()
-    predictor = load_configured_predictor(weights, settings, backend="torch")
+    predictor = load_configured_predictor(weights, settings, backend=backend)
+    runner = predictor.runner.name
     protocol: dict = {"mode": "empty", "max_clicks": MAX_CLICKS, "stop_iou": 0.90}
+    if not runner.startswith("torch"):  # torch results keep the key they always had
+        protocol["runner"] = runner
     if scale is not None:  # the general frames keep the key they always had
         predictor = predictor.for_scale(scale)
         protocol["frames"] = [scale.first_view, scale.zoom_min, scale.zoom_expand]
@@ -139,10 +143,38 @@ def _evaluate(weights: Path | None, dataset: Path,
     finally:  # what was computed before a failure is kept for the next run
         cache.save()
     out["reused"] = len(done)
+    out["runner"] = runner
     out["objects"] = len(out.get("per_object", []))
     out["clicks90"] = [noc(o["ious"], 0.90, out.get("max_clicks", 20))
                        for o in out.get("per_object", [])]
     return {k: out[k] for k in SUMMARY_KEYS if k in out}
+
+
+def judging_backend(settings: Settings, serving: Path | None, candidate: Path) -> str:
+    """The one runner both models are judged on in this run: "onnx" when ONNX Runtime is
+    installed and the serving weights carry an export made from them (bundled and promoted
+    versions do), after writing the candidate's export beside it; "torch" otherwise, and
+    always when INFERENCE_BACKEND is torch. Why: the evaluation is most of a retrain's time,
+    and ONNX Runtime answers a click 2.3-2.9x faster than torch on 2 cores
+    (benchmarks/results/retrain_time.md); one runner for both, so that no float difference
+    between runners ever decides a promotion."""
+    from clicksmith.registry import load_configured_predictor
+
+    if settings.inference_backend == "torch":
+        return "torch"
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        log.info("retrain: ONNX Runtime is not installed; both models are judged on torch")
+        return "torch"
+    if not load_configured_predictor(serving, settings).runner.name.startswith("onnx"):
+        log.info("retrain: the serving weights have no ONNX export made from them; both "
+                 "models are judged on torch")
+        return "torch"
+    from cdnet.onnx_export import export_onnx
+
+    export_onnx(candidate)
+    return "onnx"
 
 
 def eval_cache_root(settings: Settings) -> Path:
@@ -649,6 +681,10 @@ def _run(settings: Settings, project_id: int | None, iterations: int, finetune: 
     if not Path(candidate).is_file():
         raise RetrainError(f"fine-tuning reported {candidate} but wrote no file")
     serving = registry.serving_weights(settings)
+    backend = judging_backend(settings, serving, Path(candidate)) if _accepts(
+        evaluate, "backend") else None
+    if backend is not None:
+        out["judged_on"] = backend
     if evaluate is _evaluate:  # results of versions that left the registry are never reused
         from review.eval_cache import prune
 
@@ -671,6 +707,8 @@ def _run(settings: Settings, project_id: int | None, iterations: int, finetune: 
         report("evaluate", set=name, model=role, object=0, objects=n, set_index=k,
                sets=len(eval_sets))
         kwargs: dict = {"on_object": on_object} if with_progress else {}
+        if backend is not None:
+            kwargs["backend"] = backend
         if scale is not None:
             kwargs["scale"] = scale
         return evaluate(weights, folder, **kwargs)

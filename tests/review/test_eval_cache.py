@@ -136,3 +136,41 @@ def test_the_next_retrain_reuses_the_serving_models_results(env, runs, monkeypat
     assert kept <= {v["version"] for v in registry.list_versions(settings)} | {
         first.get("candidate_version"), second.get("candidate_version"),
         version_of(registry.serving_weights(settings))}
+
+
+def test_results_of_one_runner_are_never_reused_for_the_other(env, runs, tmp_path):
+    """ONNX Runtime and torch may differ in the last float digits: each keeps its own."""
+    folder = _folder(tmp_path / "set", n=2)
+    torch_run = _evaluate(None, folder, backend="torch")
+    assert torch_run["runner"].startswith("torch") and torch_run["reused"] == 0
+    runs.clear()
+    onnx_run = _evaluate(None, folder, backend="onnx")
+    assert onnx_run["runner"].startswith("onnx") and onnx_run["reused"] == 0 and len(runs) == 2
+    runs.clear()
+    assert _evaluate(None, folder, backend="torch")["reused"] == 2 and runs == []
+    assert _evaluate(None, folder, backend="onnx")["reused"] == 2 and runs == []
+
+
+@pytest.mark.parametrize("serving_export", [True, False])
+def test_the_gate_judges_both_models_on_one_runner(env, monkeypatch, tmp_path, serving_export):
+    """ONNX Runtime (the faster) when the serving version carries its export: the candidate's
+    is written for the run; otherwise torch for both, never one model on each."""
+    from cdnet.model.io import build_model, save_model
+
+    for k, v in {"RETRAIN_MIN_HOLDOUT": "1", "RETRAIN_CROP": "64", "RETRAIN_BASE_DATA": "",
+                 "RETRAIN_GENERAL_DATA": "", "RETRAIN_PROJECT_SCALE": "false"}.items():
+        monkeypatch.setenv(k, v)
+    settings = load_settings()
+    path = tmp_path / "v0.pt"
+    save_model(build_model(), path, meta={"seed": "v0"})
+    registry.store_version(settings, "cdnet-mnv2-v0", path, {}, export_onnx=serving_export)
+    registry.promote(settings, "cdnet-mnv2-v0")
+    _corrections(settings, n_tasks=6)
+    record = retrain_job(4, 1)
+    expected = "onnx" if serving_export else "torch"
+    assert record["judged_on"] == expected
+    holdout = record["metrics"]["holdout"]
+    assert {holdout[role]["runner"].split("+")[0] for role in ("candidate", "serving")} == {
+        expected}
+    monkeypatch.setenv("INFERENCE_BACKEND", "torch")  # a deployment that serves on torch
+    assert retrain_job(4, 1)["judged_on"] == "torch"

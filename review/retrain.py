@@ -155,8 +155,8 @@ def judging_backend(settings: Settings, serving: Path | None, candidate: Path) -
     installed and the serving weights carry an export made from them (bundled and promoted
     versions do), after writing the candidate's export beside it; "torch" otherwise, and
     always when INFERENCE_BACKEND is torch. Why: the evaluation is most of a retrain's time,
-    and ONNX Runtime answers a click 2.3-2.9x faster than torch on 2 cores
-    (benchmarks/results/retrain_time.md); one runner for both, so that no float difference
+    and on ONNX Runtime it took half as long on 2 cores (benchmarks/results/
+    adaptation_scale.md, "Retrain time"); one runner for both, so that no float difference
     between runners ever decides a promotion."""
     from clicksmith.registry import load_configured_predictor
 

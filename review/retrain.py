@@ -618,6 +618,7 @@ def retrain_job(project_id: int | None = None, iterations: int | None = None,
 
 def _run(settings: Settings, project_id: int | None, iterations: int, finetune: FinetuneFn,
          evaluate: EvaluateFn, tolerance: float, work: Path, report: Reporter) -> dict:
+    """Split the corrections, fine-tune a candidate, judge it (`_judge`), promote it or not."""
     if project_id is not None:
         folders = [project_dir(settings, project_id)]
     else:
@@ -658,6 +659,39 @@ def _run(settings: Settings, project_id: int | None, iterations: int, finetune: 
     eval_sets.update({p.name: p for p in dataset_list(settings.retrain_eval_data)})
 
     began = time.monotonic()
+    candidate = _finetune_candidate(settings, finetune, base_weights, [train_dir, *replay],
+                                    work / "candidate.pt", iterations, report)
+    out["finetune_seconds"] = round(time.monotonic() - began, 1)
+    began = time.monotonic()
+    metrics = _judge(settings, evaluate, project_id, candidate, train_dir, eval_sets, tolerance,
+                     report, out)
+    out["evaluate_seconds"] = round(time.monotonic() - began, 1)
+    version = version_of(candidate)
+    out.update(metrics=metrics, candidate_version=version, tolerance=tolerance)
+    status, verdicts, why = decide(metrics, need, tolerance, settings.retrain_min_gain_se)
+    out.update(not_worse=verdicts, decision=why)
+    if status != "promote":
+        worse = sorted(n for n, ok in verdicts.items() if not ok)
+        log.warning("retrain: candidate %s not promoted (%s); serving model unchanged", version,
+                    why)
+        return {**out, "status": "not_enough_evidence" if status == "no_evidence"
+                else "rejected", "worse_on": worse}
+    if registry.version_dir(settings, version).exists():
+        raise RetrainError(f"candidate {version} is already in the registry (same weights)")
+    registry.store_version(settings, version, candidate, {
+        **{k: out[k] for k in ("counts", "metrics", "not_worse", "base_weights")},
+        "promoted_over": registry.current_version(settings), "created_at": time.time()},
+        export_onnx=True)
+    registry.promote(settings, version)
+    return {**out, "status": "promoted", "serving_after": version}
+
+
+def _finetune_candidate(settings: Settings, finetune: FinetuneFn, base_weights: Path,
+                        folders: list[Path], out_path: Path, iterations: int,
+                        report: Reporter) -> Path:
+    """Fine-tune the base weights on the training corrections (`folders[0]`) and the replayed
+    base folders, reporting each iteration; the candidate's weights file."""
+    train_dir, replay = folders[0], folders[1:]
 
     def on_iteration(done: int, total: int, elapsed: float) -> None:
         report("finetune", iteration=done, iterations=total, elapsed_s=round(elapsed, 1),
@@ -675,13 +709,23 @@ def _run(settings: Settings, project_id: int | None, iterations: int, finetune: 
                   "on_iteration": on_iteration}
     if finetune is not _finetune and not _accepts(finetune, "on_iteration"):
         ft_options = {}
-    candidate = finetune(base_weights, [train_dir, *replay], work / "candidate.pt",
-                         iterations, **ft_options)
-    out["finetune_seconds"] = round(time.monotonic() - began, 1)
-    if not Path(candidate).is_file():
+    candidate = Path(finetune(base_weights, folders, out_path, iterations, **ft_options))
+    if not candidate.is_file():
         raise RetrainError(f"fine-tuning reported {candidate} but wrote no file")
+    return candidate
+
+
+def _judge(settings: Settings, evaluate: EvaluateFn, project_id: int | None, candidate: Path,
+           train_dir: Path, eval_sets: dict[str, Path], tolerance: float, report: Reporter,
+           out: dict) -> dict:
+    """The candidate's and the serving model's results per evaluation set ({set: {role:
+    summary}}). A project's frames are decided first (decide_scale, recorded in the registry
+    and in `out`), so that the held-out comparison is made in the frames the project gets;
+    the other sets stand for other projects and keep the general frames. Sets after the
+    held-out one are skipped when it already refuses the candidate."""
+    need = settings.retrain_min_holdout
     serving = registry.serving_weights(settings)
-    backend = judging_backend(settings, serving, Path(candidate)) if _accepts(
+    backend = judging_backend(settings, serving, candidate) if _accepts(
         evaluate, "backend") else None
     if backend is not None:
         out["judged_on"] = backend
@@ -689,13 +733,12 @@ def _run(settings: Settings, project_id: int | None, iterations: int, finetune: 
         from review.eval_cache import prune
 
         prune(eval_cache_root(settings), {v["version"] for v in registry.list_versions(settings)}
-              | {version_of(serving), version_of(Path(candidate))})
-    metrics: dict = {}
-    began = time.monotonic()
+              | {version_of(serving), version_of(candidate)})
     with_progress = _accepts(evaluate, "on_object")
 
-    def run(name: str, role: str, weights: Path | None, folder: Path, k: int,
+    def run(name: str, role: str, weights: Path | None, k: int,
             scale: ObjectScale | None = None) -> dict:
+        folder = eval_sets[name]
         n = len(list((folder / "masks").glob("*.png")))
         seen = [0]
 
@@ -713,25 +756,25 @@ def _run(settings: Settings, project_id: int | None, iterations: int, finetune: 
             kwargs["scale"] = scale
         return evaluate(weights, folder, **kwargs)
 
-    # the project's frames first: the held-out comparison below uses what the project gets
     frames, serving_holdout = None, None
     if project_id is not None and settings.retrain_project_scale and _accepts(evaluate, "scale"):
         decision, serving_by_frames = decide_scale(
             measure_scale(_read_masks(train_dir)), need, settings.retrain_min_gain_se,
-            lambda role, scale: run("holdout", role, serving, holdout_dir, 1, scale))
+            lambda role, scale: run("holdout", role, serving, 1, scale))
         registry.store_project_scale(settings, project_id, {
             **decision, "run": report.record.get("run"), "decided_at": time.time()})
         out["project_scale"] = decision
         if decision["adopted"]:
             frames = ObjectScale.from_dict(decision["scale"])
         serving_holdout = serving_by_frames.get("adopted" if frames else "general")
-    for k, (name, folder) in enumerate(eval_sets.items(), 1):
+    metrics: dict = {}
+    for k, name in enumerate(eval_sets, 1):
         scale = frames if name == "holdout" else None  # other sets stand for other projects
-        metrics[name] = {"candidate": run(name, "candidate", Path(candidate), folder, k, scale)}
+        metrics[name] = {"candidate": run(name, "candidate", candidate, k, scale)}
         if name == "holdout" and serving_holdout is not None:
             metrics[name]["serving"] = serving_holdout  # measured just above
         else:
-            metrics[name]["serving"] = run(name, "serving", serving, folder, k, scale)
+            metrics[name]["serving"] = run(name, "serving", serving, k, scale)
         if name == "holdout" and decide(metrics, need, tolerance,
                                         settings.retrain_min_gain_se)[0] != "promote":
             # no other set can make a refused candidate promotable: spare their evaluation
@@ -741,25 +784,7 @@ def _run(settings: Settings, project_id: int | None, iterations: int, finetune: 
                 out["not_evaluated"] = (f"{', '.join(rest)}: not evaluated, the held-out "
                                         "corrections already refuse the candidate")
             break
-    out["evaluate_seconds"] = round(time.monotonic() - began, 1)
-    version = version_of(Path(candidate))
-    out.update(metrics=metrics, candidate_version=version, tolerance=tolerance)
-    status, verdicts, why = decide(metrics, need, tolerance, settings.retrain_min_gain_se)
-    out.update(not_worse=verdicts, decision=why)
-    if status != "promote":
-        worse = sorted(n for n, ok in verdicts.items() if not ok)
-        log.warning("retrain: candidate %s not promoted (%s); serving model unchanged", version,
-                    why)
-        return {**out, "status": "not_enough_evidence" if status == "no_evidence"
-                else "rejected", "worse_on": worse}
-    if registry.version_dir(settings, version).exists():
-        raise RetrainError(f"candidate {version} is already in the registry (same weights)")
-    registry.store_version(settings, version, Path(candidate), {
-        **{k: out[k] for k in ("counts", "metrics", "not_worse", "base_weights")},
-        "promoted_over": registry.current_version(settings), "created_at": time.time()},
-        export_onnx=True)
-    registry.promote(settings, version)
-    return {**out, "status": "promoted", "serving_after": version}
+    return metrics
 
 
 def _read_masks(folder: Path):

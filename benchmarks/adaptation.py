@@ -226,7 +226,8 @@ def markdown(res: dict) -> str:
     if res.get("reduced"):
         lines += [f"**Reduced run**: {res['reduced']}", "",
                   f"Full run: `{res['full_command']}`", ""]
-    lines += [f"Started {res['started']}, {res.get('state', 'running')}; settings of the "
+    lines += [f"Started {res['started']}{', code ' + res['code'] if res.get('code') else ''}, "
+              f"{res.get('state', 'running')}; settings of the "
               f"retrains: {json.dumps(res['retrain_settings'])}; batches of about "
               f"{a['batch_objects']} objects, {a['objects']} objects planned, remaining-object "
               f"sample {len(res['remaining_sample'])}.", ""]
@@ -252,6 +253,8 @@ def markdown(res: dict) -> str:
         if r.get("decision") or r.get("message"):
             lines += ["", f"Batch {b['batch']} retrain ({r.get('status')}): "
                       f"{r.get('decision') or r.get('message')}"]
+        if (r.get("project_scale") or {}).get("decision"):
+            lines += ["", f"Batch {b['batch']} frames: {r['project_scale']['decision']}"]
     return "\n".join(lines) + "\n"
 
 
@@ -508,7 +511,7 @@ def _main(args: argparse.Namespace, finetune, evaluate) -> int:
     res: dict = {"project": folder.name, "label": args.tag or "full",
                  "reduced": args.reduced_note, "project_note": project_note, "full_command": full,
                  "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                 "args": vars(args), "retrain_settings": retrain_settings,
+                 "code": _commit(), "args": vars(args), "retrain_settings": retrain_settings,
                  "stream_images": [p.name for p, _ in stream[:used_images]],
                  "remaining_sample": [ds._items[i][0] for i in sample_ids], "batches": []}
     t0 = time.time()

@@ -220,6 +220,13 @@ def write_results(res: dict, stem: Path) -> None:
         print(f"adaptation: no plot ({exc})", flush=True)
 
 
+def _short_label(label: str) -> str:
+    """"cdnet-mnv2-2e57075d @676/200px" -> "2e57075d @676/200px": the version's digest and
+    the frames, without the common prefix."""
+    version, _, frames = label.partition(" ")
+    return " ".join(filter(None, [version.rsplit("-", 1)[-1], frames]))
+
+
 def markdown(res: dict) -> str:
     a = res["args"]
     lines = [f"# Adaptation benchmark: {res['project']} ({res['label']})", ""]
@@ -240,7 +247,8 @@ def markdown(res: dict) -> str:
         r = b.get("retrain") or {}
         lines.append(
             f"| {b['batch']} | {b['objects_so_far']} | {b['mean_clicks_adapting']:.2f} | "
-            f"{b['mean_clicks_static']:.2f} | {b['serving'][-8:]} | {r.get('status', '-')} | "
+            f"{b['mean_clicks_static']:.2f} | {_short_label(b['serving'])} | "
+            f"{r.get('status', '-')} | "
             f"{r.get('seconds', 0):.0f} | "
             f"{b.get('remaining_adapting', {}).get('noc90', float('nan')):.2f} | "
             f"{res['remaining_static']['noc90']:.2f} |")

@@ -659,7 +659,7 @@ def _run(settings: Settings, project_id: int | None, iterations: int, finetune: 
     eval_sets.update({p.name: p for p in dataset_list(settings.retrain_eval_data)})
 
     began = time.monotonic()
-    candidate = _finetune_candidate(settings, finetune, base_weights, [train_dir, *replay],
+    candidate = _finetune_candidate(settings, finetune, base_weights, train_dir, replay,
                                     work / "candidate.pt", iterations, report)
     out["finetune_seconds"] = round(time.monotonic() - began, 1)
     began = time.monotonic()
@@ -687,11 +687,10 @@ def _run(settings: Settings, project_id: int | None, iterations: int, finetune: 
 
 
 def _finetune_candidate(settings: Settings, finetune: FinetuneFn, base_weights: Path,
-                        folders: list[Path], out_path: Path, iterations: int,
+                        train_dir: Path, replay: list[Path], out_path: Path, iterations: int,
                         report: Reporter) -> Path:
-    """Fine-tune the base weights on the training corrections (`folders[0]`) and the replayed
-    base folders, reporting each iteration; the candidate's weights file."""
-    train_dir, replay = folders[0], folders[1:]
+    """Fine-tune the base weights on the training corrections and the replayed base folders,
+    reporting each iteration; the candidate's weights file."""
 
     def on_iteration(done: int, total: int, elapsed: float) -> None:
         report("finetune", iteration=done, iterations=total, elapsed_s=round(elapsed, 1),
@@ -709,7 +708,8 @@ def _finetune_candidate(settings: Settings, finetune: FinetuneFn, base_weights: 
                   "on_iteration": on_iteration}
     if finetune is not _finetune and not _accepts(finetune, "on_iteration"):
         ft_options = {}
-    candidate = Path(finetune(base_weights, folders, out_path, iterations, **ft_options))
+    candidate = Path(finetune(base_weights, [train_dir, *replay], out_path, iterations,
+                              **ft_options))
     if not candidate.is_file():
         raise RetrainError(f"fine-tuning reported {candidate} but wrote no file")
     return candidate

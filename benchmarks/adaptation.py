@@ -99,10 +99,11 @@ def project_stream(folder: Path, seed: int) -> list[tuple[Path, list[int]]]:
 
 
 def from_training_folder(folder: Path, stream, base_folders: list[Path]):
-    """A project made of a base training folder the bundled model was not trained on (e.g.
-    train_msrc): (stream, RETRAIN_BASE_DATA, note). The stream leaves out the folder's held-out
-    split, which the gate's "auto" general check draws from, and the replay leaves out the
-    folder itself, so no project object reaches a retrain but as a correction.
+    """A project made of a base training folder (e.g. train_msrc, which the bundled model did
+    not train on before cdnet-mnv2-ecd2a552): (stream, RETRAIN_BASE_DATA, note). The stream
+    leaves out the folder's held-out split, which the gate's "auto" general check draws from,
+    and the replay leaves out the folder itself, so no project object reaches a retrain but as
+    a correction.
     Any other project: (stream, None, "")."""
     from cdnet.train.data import VAL_FRACTION, scan, split
 

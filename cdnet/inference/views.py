@@ -137,8 +137,13 @@ class View:
 
     def crop_probs_region(self, probs: np.ndarray, rows: slice, cols: slice) -> np.ndarray:
         """`crop_probs(probs)[rows, cols]` (to float rounding), computing only those rows:
-        a local correction on a zoomed-out photo costs its own size, not the crop's."""
+        a local correction on a zoomed-out photo costs its own size, not the crop's. On a crop
+        smaller than its network frame a region between two crop pixels' centres holds no crop
+        pixel: the answer is then empty (cv2.resize refuses an empty band)."""
         lo, hi, weight = (a[rows] for a in self.row_blend())
+        n_cols = len(range(*cols.indices(self.x1 - self.x0)))
+        if len(lo) == 0 or n_cols == 0:
+            return np.zeros((len(lo), n_cols), np.float32)
         band = probs[lo] * (1 - weight)[:, None] + probs[hi] * weight[:, None]
         # the horizontal pass is cv2's own (same sampling as crop_probs, and fast)
         wide = cv2.resize(band, (self.x1 - self.x0, band.shape[0]),

@@ -281,6 +281,20 @@ def test_a_region_of_the_crop_probabilities_is_computed_alone(crop):
     assert view.crop_nearest(small, rows, cols).all()
 
 
+def test_a_region_between_crop_pixels_is_empty_not_an_error():
+    """A project's small frames show a crop smaller than the network frame (48 px seen at
+    320): a region of change between two crop pixels' centres holds no crop pixel. Seen in the
+    adaptation benchmark: cv2.resize raised on the empty band and the click failed."""
+    view = View.fit(100, 100, 148, 148, 320)
+    probs = np.random.default_rng(0).random((view.out_h, view.out_w), dtype=np.float32)
+    rows, cols = view.crop_span(0, 3, 0), view.crop_span(0, 3, 1)  # before the first centre
+    assert rows.start == rows.stop and cols.start == cols.stop
+    for r, c in ((rows, cols), (rows, slice(0, 10)), (slice(0, 10), cols)):
+        region = view.crop_probs_region(probs, r, c)
+        assert region.shape == view.crop_probs(probs)[r, c].shape
+        assert region.shape == view.crop_nearest(probs, r, c).shape
+
+
 def test_a_click_on_a_large_photo_changes_only_its_region_of_change(predictor):
     """4000x3000, where regions are found in the network frame and applied at full
     resolution: the far-away prior survives and every changed pixel is in a region of change
